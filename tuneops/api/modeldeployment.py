@@ -1,0 +1,123 @@
+"""ModelDeployment: serve a ModelVersion blue/green, promote by editing spec.activeVersion in Git."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from .base import API_VERSION, DNS_NAME, Condition, EnvVar, ObjectMeta, ResourcesSpec, Rule, TuneopsModel, rules
+
+
+class EngineSpec(TuneopsModel):
+    kind: Literal["tgi", "builtin"] = Field(
+        default="tgi", description="tgi: Hugging Face text-generation-inference; builtin: tuneops serve (CPU ok).")
+    image: str | None = Field(default=None, max_length=512, description="Unset = the operator's default for the kind.")
+    args: list[str] = Field(default_factory=list, max_length=64)
+    env: list[EnvVar] = Field(default_factory=list, max_length=64)
+    port: int = Field(default=8080, ge=1, le=65535)
+
+
+class AutoscalingMetric(TuneopsModel):
+    type: Literal["cpu", "concurrency", "requestsPerSecond"] = "cpu"
+    target: float = Field(default=70, gt=0, description="CPU utilisation %, in-flight requests or req/s per pod.")
+
+
+@rules(
+    Rule(
+        cel="self.minReplicas <= self.maxReplicas",
+        message="minReplicas must be <= maxReplicas",
+        check=lambda s: s.min_replicas <= s.max_replicas,
+        field=".minReplicas",
+    ),
+)
+class AutoscalingSpec(TuneopsModel):
+    enabled: bool = True
+    min_replicas: int = Field(default=1, ge=1, le=1000)
+    max_replicas: int = Field(default=4, ge=1, le=1000)
+    metric: AutoscalingMetric = Field(default_factory=AutoscalingMetric)
+
+
+class PromotionGates(TuneopsModel):
+    ready: bool = Field(default=True, description="All preview pods Ready before the switch.")
+    eval_verdict: Literal["Passed", "Any"] = Field(
+        default="Passed", description="Passed: refuse versions whose eval gate did not pass.")
+    max_error_rate: float | None = Field(default=None, ge=0, le=1, description="Max 5xx fraction on the preview.")
+    max_p95_latency_ms: float | None = Field(default=None, gt=0)
+
+
+class PromotionSpec(TuneopsModel):
+    mode: Literal["manual", "auto"] = Field(
+        default="manual", description="manual: the idle slot only previews; auto: switch once gates pass.")
+    auto_promotion_seconds: int = Field(default=0, ge=0, description="Wait this long with gates green before switching.")
+    gates: PromotionGates = Field(default_factory=PromotionGates)
+    scale_down_delay_seconds: int = Field(default=600, ge=0, description="Keep the old slot warm for instant rollback.")
+    preview_replicas: int = Field(default=1, ge=0, le=1000, description="Replicas of the preview slot before promotion.")
+
+
+@rules(
+    Rule(
+        cel="!has(self.previewVersion) || self.previewVersion != self.activeVersion",
+        message="previewVersion must differ from activeVersion",
+        check=lambda s: s.preview_version is None or s.preview_version != s.active_version,
+        field=".previewVersion",
+    ),
+)
+class ModelDeploymentSpec(TuneopsModel):
+    model: str = Field(pattern=DNS_NAME, max_length=63, description="Registered model served.")
+    active_version: str = Field(pattern=DNS_NAME, max_length=253,
+                                description="ModelVersion behind the main Service. Edit in Git to promote.")
+    preview_version: str | None = Field(default=None, pattern=DNS_NAME, max_length=253,
+                                        description="ModelVersion in the idle slot, behind <name>-preview.")
+    engine: EngineSpec = Field(default_factory=EngineSpec)
+    replicas: int = Field(default=1, ge=0, le=1000, description="Replicas when autoscaling is off.")
+    autoscaling: AutoscalingSpec | None = None
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    promotion: PromotionSpec = Field(default_factory=PromotionSpec)
+
+
+DeploymentPhase = Literal["Progressing", "Healthy", "Promoting", "Degraded", "Aborted"]
+Slot = Literal["blue", "green"]
+
+
+class SlotStatus(TuneopsModel):
+    version: str | None = None
+    replicas: int = 0
+    ready_replicas: int = 0
+
+
+class SlotsStatus(TuneopsModel):
+    blue: SlotStatus = Field(default_factory=SlotStatus)
+    green: SlotStatus = Field(default_factory=SlotStatus)
+
+
+class Endpoints(TuneopsModel):
+    active: str | None = None
+    preview: str | None = None
+
+
+class ModelDeploymentStatus(TuneopsModel):
+    phase: DeploymentPhase = "Progressing"
+    message: str | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int | None = None
+    active_version: str | None = Field(default=None, description="Version actually receiving traffic.")
+    active_slot: Slot | None = None
+    preview_version: str | None = None
+    slots: SlotsStatus = Field(default_factory=SlotsStatus)
+    endpoints: Endpoints = Field(default_factory=Endpoints)
+    replicas: int = 0
+    ready_replicas: int = 0
+    ready: str | None = Field(default=None, description="ready/desired of the active slot, e.g. '2/2'.")
+    last_promotion_time: datetime | None = None
+
+
+class ModelDeployment(TuneopsModel):
+    model_config = TuneopsModel.model_config | {"alias_generator": None}
+
+    api_version: Literal["tuneops.io/v1alpha1"] = Field(default=API_VERSION, alias="apiVersion")
+    kind: Literal["ModelDeployment"] = "ModelDeployment"
+    metadata: ObjectMeta
+    spec: ModelDeploymentSpec
+    status: ModelDeploymentStatus | None = None
