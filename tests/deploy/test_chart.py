@@ -124,7 +124,7 @@ def test_full_values_render_everything(tmp_path):
     cfg = one(objs, "ConfigMap", "acme-operator")["data"]
     assert cfg["TUNEOPS_MLFLOW_URI"] == "http://acme-mlflow.tuneops.svc:5000"
     assert cfg["TUNEOPS_STORAGE_CREDENTIALS_SECRET"] == "s3-creds"
-    assert cfg["TUNEOPS_DEFAULT_TRAINING_IMAGE"].endswith("0.1.0-cuda12")
+    assert cfg["TUNEOPS_TRAINING_IMAGE"].endswith("0.1.0-cuda12")
     # MLflow on PostgreSQL + S3, password from the existing Secret, never inline.
     ml = one(objs, "Deployment", "acme-mlflow")["spec"]["template"]["spec"]["containers"][0]
     assert "--backend-store-uri=postgresql://mlflow:$(MLFLOW_DB_PASSWORD)@pg.db:5432/mlflow" in ml["args"]
@@ -210,3 +210,16 @@ def test_package_is_installable(tmp_path):
     out = helm("template", "pkg", tgz, "--include-crds").stdout
     names = {d["metadata"]["name"] for d in yaml.safe_load_all(out) if d and d["kind"] == "CustomResourceDefinition"}
     assert {"finetunejobs.tuneops.io", "modelversions.tuneops.io", "modeldeployments.tuneops.io"} <= names
+
+
+def test_configmap_sets_what_the_operator_reads():
+    """The env names the chart sets are the ones tuneops/operator/settings.py reads."""
+    settings = REPO / "tuneops" / "operator" / "settings.py"
+    if not settings.exists():
+        pytest.skip("tuneops/operator/settings.py not there yet")
+    import re
+    read = set(re.findall(r"env\.get\(\s*\"(TUNEOPS_[A-Z_]+)\"", settings.read_text()))
+    cfg = one(render(), "ConfigMap", "tuneops-operator")["data"]
+    wanted = {"TUNEOPS_TRAINING_IMAGE", "TUNEOPS_SERVE_IMAGE", "TUNEOPS_TGI_IMAGE", "TUNEOPS_MLFLOW_URI"}
+    assert wanted <= read, f"the operator no longer reads {sorted(wanted - read)}"
+    assert wanted <= set(cfg)
