@@ -50,25 +50,17 @@ def image_ref(repository_url: str, tag: str) -> dict[str, str]:
     return {"repository": repository_url, "tag": tag}
 
 
-def tuneops_values(*, images: dict[str, str], tag: str, roles: dict[str, str], buckets: dict[str, str],
-                   workload_namespace: str, mlflow_uri: str) -> dict[str, Any]:
-    """Values for charts/tuneops: images from this stack's ECR, IRSA role ARNs on the ServiceAccounts,
-    the buckets as default storage and MLflow as default tracking."""
+def tuneops_values(*, images: dict[str, str], tag: str, operator_sa: str, operator_role_arn: str,
+                   mlflow_uri: str) -> dict[str, Any]:
+    """Values for charts/tuneops (checked against its values.schema.json in tests): this stack's ECR images,
+    the operator's IRSA role on its ServiceAccount, MLflow as default tracking. No storage credentials:
+    pods get S3 access from their IRSA ServiceAccounts, not from Secrets."""
+    runtime = f"{images['runtime']}:{tag}"
     return {
-        "image": image_ref(images["operator"], tag),
-        "serviceAccount": {"create": True, "name": "tuneops-operator",
-                           "annotations": {IRSA_ANNOTATION: roles["operator"]}},
-        "defaults": {
-            "namespace": workload_namespace,
-            "trainingImage": f"{images['runtime']}:{tag}",
-            "servingImage": f"{images['runtime']}:{tag}",
-            "trainingServiceAccount": {"name": "tuneops-training", "annotations": {IRSA_ANNOTATION: roles["training"]}},
-            "servingServiceAccount": {"name": "tuneops-serving", "annotations": {IRSA_ANNOTATION: roles["serving"]}},
-            "storage": {"datasets": f"s3://{buckets['datasets']}/", "checkpoints": f"s3://{buckets['checkpoints']}/",
-                        "models": f"s3://{buckets['models']}/"},
-            "gpuTolerations": [GPU_TOLERATION],
-        },
-        "mlflow": {"uri": mlflow_uri, "bundled": False},
+        "operator": {"image": image_ref(images["operator"], tag)},
+        "serviceAccount": {"create": True, "name": operator_sa,
+                           "annotations": {IRSA_ANNOTATION: operator_role_arn}},
+        "defaults": {"trainingImage": runtime, "servingImages": {"builtin": runtime}, "mlflowUri": mlflow_uri},
     }
 
 
@@ -83,8 +75,17 @@ def build_apps(ctx: Context, cluster: Cluster, storage: Storage, roles: Workload
                             opts=pulumi.ResourceOptions(depends_on=list(cluster.node_groups.values())))
     k8s_opts = pulumi.ResourceOptions(provider=provider)
     labels = {"app.kubernetes.io/part-of": cfg.project, "tuneops.io/stack": cfg.stack}
-    for ns in sorted({charts.namespace, charts.workload_namespace}):
-        k8s.core.v1.Namespace(f"{cfg.name}-ns-{ns}", metadata={"name": ns, "labels": labels}, opts=k8s_opts)
+    namespaces = {ns: k8s.core.v1.Namespace(f"{cfg.name}-ns-{ns}", metadata={"name": ns, "labels": labels},
+                                            opts=k8s_opts)
+                  for ns in sorted({charts.namespace, charts.workload_namespace})}
+    # Training and serving pods get S3 access by running under these IRSA-annotated ServiceAccounts.
+    for workload in ("training", "serving"):
+        sa = roles.service_accounts[workload]
+        k8s.core.v1.ServiceAccount(
+            f"{cfg.name}-sa-{workload}", opts=pulumi.ResourceOptions(provider=provider,
+                                                                     depends_on=[namespaces[sa.namespace]]),
+            metadata={"name": sa.name, "namespace": sa.namespace, "labels": labels,
+                      "annotations": {IRSA_ANNOTATION: roles.arn(workload)}})
 
     releases: dict[str, k8s.helm.v3.Release] = {}
 
@@ -127,12 +128,11 @@ def build_apps(ctx: Context, cluster: Cluster, storage: Storage, roles: Workload
     release("mlflow", "mlflow", mlflow_values, chart="mlflow", version=charts.mlflow_version, repo=REPOS["mlflow"])
 
     images = {c: r.repository_url for c, r in repos.items()}
-    role_arns = {w: roles.arn(w) for w in ("operator", "training", "serving")}
-    bucket_names = {k: b.bucket for k, b in storage.buckets.items()}
-    values = pulumi.Output.all(images=images, roles=role_arns, buckets=bucket_names).apply(
-        lambda a: tuneops_values(images=a["images"], tag=cfg.image_tag, roles=a["roles"], buckets=a["buckets"],
-                                 workload_namespace=charts.workload_namespace, mlflow_uri=mlflow_uri))
+    values = pulumi.Output.all(images=images, role=roles.arn("operator")).apply(
+        lambda a: tuneops_values(images=a["images"], tag=cfg.image_tag,
+                                 operator_sa=roles.service_accounts["operator"].name, operator_role_arn=a["role"],
+                                 mlflow_uri=mlflow_uri))
     # A local path: the chart ships in this repo (charts/tuneops), so the infra and the chart version together.
     release("tuneops", charts.namespace, values, chart=charts.tuneops_chart_path,
-            depends_on=[argocd, releases["nvidia-device-plugin"]])
+            depends_on=[argocd, releases["nvidia-device-plugin"], *namespaces.values()])
     return Apps(provider=provider, releases=releases)
