@@ -2,6 +2,9 @@
 
 A small, deterministic, learnable task: the base model does not know the exact JSON shape and label set,
 a LoRA-tuned one should, so evaluation (jsonValid, exactMatch, rougeL) can show a real difference.
+Every ticket is distinct (so exact dedupe keeps all rows); about one in ten carries a contact detail
+(made-up email or phone number) so the pipeline's PII redaction has something to do.
+Written for tuneops; licence in LICENSE.md next to this file.
 Run: python examples/data/make_support_tickets.py > examples/data/support-tickets.jsonl
 """
 
@@ -26,17 +29,26 @@ TEMPLATES = [
     "Can you look into the {thing}? {cue_cap}.",
     "Since this morning the {thing} fails; {cue}.",
 ]
+CONTACTS = [" You can reach me at {name}@example.com.", " Call me back on +1 555 0100 {ext}.",
+            " My email is {name}.support@example.org."]
+NAMES = ["alex", "sam", "maria", "kenji", "priya", "tom", "lena", "omar", "chloe", "ivan"]
 SYSTEM = "You triage support tickets. Answer with JSON only: {\"category\", \"severity\", \"topic\"}."
 
 
 def main(n: int = 240, seed: int = 7) -> None:
     rng = random.Random(seed)
-    for _ in range(n):
+    seen: set[str] = set()
+    while len(seen) < n:
         category = rng.choice(sorted(PRODUCTS))
         thing = rng.choice(PRODUCTS[category])
         severity = rng.choice(sorted(SEVERITY_CUES))
         cue = rng.choice(SEVERITY_CUES[severity])
         text = rng.choice(TEMPLATES).format(thing=thing, cue=cue, cue_cap=cue[0].upper() + cue[1:])
+        if rng.random() < 0.1:
+            text += rng.choice(CONTACTS).format(name=rng.choice(NAMES), ext=rng.randint(10, 99))
+        if text.lower() in seen:
+            continue
+        seen.add(text.lower())
         answer = json.dumps({"category": category, "severity": severity, "topic": thing})
         print(json.dumps({"messages": [
             {"role": "system", "content": SYSTEM},

@@ -1,0 +1,467 @@
+"""`prepare_dataset`: read -> convert -> clean -> validate -> redact -> dedupe -> token checks -> split ->
+write, streaming, into a content-addressed, atomically published folder.
+
+Every row read ends up in exactly one of train/validation/test or rejects.jsonl (kept + rejected == read);
+the manifest says so and the tests hold it to that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import xxhash
+
+from tuneops.api.dataset import DatasetSpec
+
+from .checks import check_chars, check_turns
+from .cleaning import build_cleaner, dedupe_text
+from .dedupe import ExactDeduper, NearDeduper, row_hash
+from .errors import FILTERED_REASONS, INVALID_REASONS, DataError, RowError
+from .formats import Converter, Messages, missing_columns
+from .jsonfast import dumps, dumps_lenient, loads
+from .pii import Redactor
+from .readers import SourceFile, SourceStats, hash_source, iter_rows, resolve_sources
+from .stats import Distributions
+from .tokens import TokenCounter, tokenizer_fingerprint
+
+PIPELINE_VERSION = "tuneops-data/1"  # bump when the processing changes what comes out for the same input
+SPLITS = ("train", "validation", "test")
+TOKEN_BATCH = 256
+
+
+@dataclass(frozen=True)
+class PreparedDataset:
+    out_dir: Path
+    train_path: Path
+    validation_path: Path
+    test_path: Path
+    manifest: dict[str, Any]
+    version: str
+    reused: bool = False
+
+    @property
+    def rejects_path(self) -> Path:
+        return self.out_dir / "rejects.jsonl"
+
+    @property
+    def datacard_path(self) -> Path:
+        return self.out_dir / "datacard.md"
+
+    def rows(self, split: str = "validation", limit: int | None = None) -> list[dict[str, Any]]:
+        """The canonical rows of one split (for evaluation); `limit` caps how many are read."""
+        path = {"train": self.train_path, "validation": self.validation_path, "test": self.test_path}[split]
+        out = []
+        with path.open("rb") as fh:
+            for line in fh:
+                if limit is not None and len(out) >= limit:
+                    break
+                out.append(loads(line))
+        return out
+
+
+def config_of(spec: DatasetSpec, max_seq_length: int | None, tokenizer: Any) -> dict[str, Any]:
+    """Everything besides the data that decides the output. The source location is left out on purpose:
+    the same bytes moved elsewhere are the same dataset."""
+    return {
+        "pipeline": PIPELINE_VERSION,
+        "dataset": spec.model_dump(mode="json", by_alias=True, exclude={"source"}),
+        "maxSeqLength": max_seq_length,
+        "tokenizer": tokenizer_fingerprint(tokenizer) if tokenizer is not None else None,
+    }
+
+
+def _sha256_json(obj: Any) -> str:
+    import json
+
+    return "sha256:" + hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+class _Output:
+    """One JSONL output file: written once, hashed and counted as it is written."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fh = path.open("wb", buffering=1 << 20)
+        self.sha = hashlib.sha256()
+        self.rows = 0
+
+    def write(self, line: bytes) -> None:
+        self.fh.write(line)
+        self.sha.update(line)
+        self.rows += 1
+
+    def close(self) -> None:
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        self.fh.close()
+
+    def summary(self) -> dict[str, Any]:
+        return {"rows": self.rows, "sha256": "sha256:" + self.sha.hexdigest()}
+
+
+@dataclass
+class _Counts:
+    read: int = 0
+    kept: int = 0
+    by_reason: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def invalid(self) -> int:
+        return sum(n for r, n in self.by_reason.items() if r in INVALID_REASONS)
+
+    @property
+    def filtered(self) -> int:
+        return sum(n for r, n in self.by_reason.items() if r in FILTERED_REASONS)
+
+
+class _Splitter:
+    """Hash-based split: a row's bucket depends only on its content and the seed, so reordering or
+    appending rows never moves an existing row to another split. Identical (normalised) rows always share
+    a split, which is what makes train/validation leakage impossible by construction."""
+
+    def __init__(self, validation: float, test: float, seed: int, max_validation: int | None):
+        self.validation, self.test, self.seed, self.max_validation = validation, test, seed, max_validation
+
+    def bucket(self, key: int) -> tuple[str, float]:
+        u = xxhash.xxh3_64_intdigest(key.to_bytes(8, "little"), seed=self.seed) / 2.0 ** 64
+        if u < self.validation:
+            return "validation", u
+        if u < self.validation + self.test:
+            return "test", u
+        return "train", u
+
+
+def prepare_dataset(spec: DatasetSpec, *, out_dir: Path, base_dir: Path | None = None, tokenizer: Any = None,
+                    max_seq_length: int | None = None, progress: bool | None = None,
+                    reuse: bool = True) -> PreparedDataset:
+    """Prepare `spec`'s dataset into `out_dir` (see docs/dev/contracts.md, "Data"). Raises DataError for
+    problems with the input as a whole, including more rejected rows than validation.maxRejectedFraction."""
+    out_dir = Path(out_dir)
+    c = spec.cleaning
+    if tokenizer is None and (c.min_tokens is not None or c.max_tokens is not None):
+        name = "spec.dataset.cleaning." + ("minTokens" if c.min_tokens is not None else "maxTokens")
+        raise DataError("token filters need the model's tokenizer (none was given)", field=name)
+    config = config_of(spec, max_seq_length, tokenizer)
+    config_hash = _sha256_json(config)
+    sources = resolve_sources(spec.source, base_dir)
+    if reuse:
+        previous = _reusable(out_dir, config_hash, sources)
+        if previous is not None:
+            return previous
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        manifest = _run(spec, sources, tmp, tokenizer, max_seq_length, progress, config, config_hash)
+        failure = manifest.get("failure")
+        _publish(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if failure:
+        raise DataError(failure + f" (see {out_dir / 'rejects.jsonl'})",
+                        source=spec.source, field="spec.dataset.validation.maxRejectedFraction"
+                        if "maxRejectedFraction" in failure else None)
+    return _prepared(out_dir, manifest)
+
+
+def _prepared(out_dir: Path, manifest: dict[str, Any], reused: bool = False) -> PreparedDataset:
+    return PreparedDataset(out_dir, out_dir / "train.jsonl", out_dir / "validation.jsonl", out_dir / "test.jsonl",
+                           manifest, manifest["version"], reused)
+
+
+def _reusable(out_dir: Path, config_hash: str, sources: list[SourceFile]) -> PreparedDataset | None:
+    """The previous output when config and source bytes are unchanged and its files are intact."""
+    try:
+        manifest = loads((out_dir / "manifest.json").read_bytes())
+    except (OSError, ValueError):
+        return None
+    if manifest.get("status") != "ok" or manifest.get("configHash") != config_hash:
+        return None
+    recorded = [(s["uri"], s["sha256"]) for s in manifest.get("sources", [])]
+    if [s.uri for s in sources] != [u for u, _ in recorded]:
+        return None
+    if any(hash_source(s) != h for s, (_, h) in zip(sources, recorded)):
+        return None
+    for name, info in manifest.get("files", {}).items():
+        path = out_dir / name
+        if not path.exists() or _file_sha256(path) != info["sha256"]:
+            return None
+    return _prepared(out_dir, manifest, reused=True)
+
+
+def _file_sha256(path: Path) -> str:
+    sha = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            sha.update(chunk)
+    return "sha256:" + sha.hexdigest()
+
+
+def _publish(tmp: Path, out_dir: Path) -> None:
+    """Swap the finished folder in with renames: readers see the old output or the new one, never half."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}-{time.monotonic_ns()}")
+        os.replace(out_dir, old)
+    os.replace(tmp, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _progress_bar(progress: bool | None, desc: str):
+    from tqdm.auto import tqdm
+
+    # disable=None lets tqdm turn itself off when stderr is not a terminal (CI logs, pods).
+    return tqdm(desc=desc, unit=" rows", unit_scale=True, disable=None if progress is None else not progress,
+                mininterval=0.5)
+
+
+def _run(spec: DatasetSpec, sources: list[SourceFile], tmp: Path, tokenizer: Any, max_seq_length: int | None,
+         progress: bool | None, config: dict[str, Any], config_hash: str) -> dict[str, Any]:
+    c, v = spec.cleaning, spec.validation
+    convert = Converter(spec.format, spec.fields, spec.system_prompt)
+    field_of = convert.field_of
+    clean = build_cleaner(c)
+    redactor = Redactor() if c.redact_pii else None
+    exact = ExactDeduper() if c.dedupe in ("exact", "near") else None
+    near = NearDeduper(c.near_duplicate_threshold) if c.dedupe == "near" else None
+    counter = TokenCounter(tokenizer, max_seq_length, v.on_too_long, c.min_tokens, c.max_tokens) \
+        if tokenizer is not None else None
+    splitter = _Splitter(spec.split.validation, spec.split.test, spec.split.seed, spec.split.max_validation_samples)
+    assistant_first = spec.format == "text"
+    require_assistant = v.require_assistant_turn
+    min_chars, max_chars, max_samples = c.min_chars, c.max_chars, spec.max_samples
+
+    outputs = {name: _Output(tmp / f"{name}.jsonl") for name in SPLITS}
+    rejects = _Output(tmp / "rejects.jsonl")
+    counts, dist = _Counts(), Distributions()
+    held_out: list[tuple[float, int]] = []  # capped validation: (-u, key), a max-heap on u
+    held_groups: dict[int, list[tuple[int, bytes]]] = {}
+    leak_keys: dict[str, set[int]] = {"validation": set(), "test": set()}
+    all_stats: list[SourceStats] = []
+    order = 0
+    stopped = False
+
+    def reject(uri: str, line: int, err: RowError, row: Any) -> None:
+        counts.by_reason[err.reason] += 1
+        rejects.write(dumps_lenient({"source": uri, "line": line, "reason": err.reason, "field": err.field,
+                                     "message": err.message, "row": row}) + b"\n")
+
+    def emit(messages: Messages, key: int, chars: int, tokens: int | None) -> None:
+        nonlocal order
+        line = dumps({"messages": messages}) + b"\n"
+        counts.kept += 1
+        dist.add(messages, chars, tokens)
+        split, u = splitter.bucket(key)
+        order += 1
+        if split != "train" and v.check_leakage:
+            leak_keys[split].add(xxhash.xxh3_64_intdigest(line))
+        if split == "validation" and splitter.max_validation is not None:
+            # Keep the N distinct samples with the smallest hash: the same N whatever the input order.
+            # Rows with the same key are grouped so identical samples never straddle train/validation.
+            group = held_groups.get(key)
+            if group is not None:
+                group.append((order, line))
+                return
+            if len(held_out) < splitter.max_validation:
+                heapq.heappush(held_out, (-u, key))
+                held_groups[key] = [(order, line)]
+                return
+            if -held_out[0][0] > u:
+                _, evicted = heapq.heapreplace(held_out, (-u, key))
+                held_groups[key] = [(order, line)]
+                moved = held_groups.pop(evicted)
+            else:
+                moved = [(order, line)]
+            for _, moved_line in moved:
+                leak_keys["validation"].discard(xxhash.xxh3_64_intdigest(moved_line))
+                outputs["train"].write(moved_line)
+            return
+        outputs[split].write(line)
+
+    pending: list[tuple[str, int, Any, Messages, int, int]] = []
+
+    def flush_tokens() -> None:
+        """Token checks for a batch of rows, then emit or reject each."""
+        lengths = counter.lengths([p[3] for p in pending])
+        for (uri, line, row, messages, key, chars), length in zip(pending, lengths):
+            try:
+                fixed, length = counter.check(messages, length, field_of(messages, len(messages) - 1, "content"))
+                if fixed is not messages:  # truncated: it may now equal a kept row
+                    chars = sum(len(m["content"]) for m in fixed)
+                    key = row_hash(dedupe_text(fixed))
+                    if exact is not None:
+                        exact.check(key, "")
+                emit(fixed, key, chars, length)
+            except RowError as err:
+                reject(uri, line, err, row)
+        pending.clear()
+
+    bar = _progress_bar(progress, f"prepare {spec.source}")
+    tick = 0
+    try:
+        for sf in sources:
+            stats = SourceStats(sf.uri)
+            all_stats.append(stats)
+            uri = sf.uri
+            rows = iter_rows(sf, stats)
+            checked_columns = False
+            for line, obj, error in rows:
+                counts.read += 1
+                tick += 1
+                if tick == 2048:
+                    bar.update(tick)
+                    tick = 0
+                if not checked_columns and stats.columns:
+                    checked_columns = True
+                    _check_columns(spec, convert, stats, uri)
+                if error is not None:
+                    reject(uri, line, error, obj)
+                    continue
+                try:
+                    messages = convert(obj)
+                    for m in messages:
+                        m["content"] = clean(m["content"])
+                    check_turns(messages, field_of, require_assistant=require_assistant,
+                                assistant_first=assistant_first)
+                    chars = 0
+                    for m in messages:
+                        chars += len(m["content"])
+                    check_chars(chars, min_chars, max_chars)
+                    if redactor is not None:
+                        for m in messages:
+                            m["content"] = redactor(m["content"])
+                    normal = dedupe_text(messages)
+                    key = row_hash(normal)
+                    if exact is not None:
+                        exact.check(key, "")
+                    if near is not None:
+                        near.check(normal, f"{uri}:{line}")
+                    if counter is None:
+                        emit(messages, key, chars, None)
+                    else:
+                        pending.append((uri, line, obj, messages, key, chars))
+                except RowError as err:
+                    reject(uri, line, err, obj)
+                    continue
+                if counter is not None and len(pending) >= min(TOKEN_BATCH, (max_samples or 1 << 62) - counts.kept):
+                    flush_tokens()
+                if max_samples is not None and counts.kept >= max_samples:
+                    stopped = True
+                    break
+            rows.close()
+            if stopped:
+                break
+        if pending:
+            flush_tokens()
+    finally:
+        bar.update(tick)
+        bar.close()
+
+    for sf, stats in zip(sources, all_stats):
+        if not stats.sha256:  # stopped early (maxSamples) or a reader that does not hash as it goes
+            stats.sha256 = hash_source(sf)
+    for _, line in sorted(row for group in held_groups.values() for row in group):  # input order
+        outputs["validation"].write(line)
+    for out in [*outputs.values(), rejects]:
+        out.close()
+
+    if counts.read == 0:
+        raise DataError("no rows: the dataset is empty", source=spec.source, field="spec.dataset.source")
+    leakage = _check_leakage(outputs, leak_keys) if v.check_leakage else None
+    return _finish(spec, tmp, config, config_hash, sources, all_stats, outputs, rejects, counts, dist,
+                   redactor, counter, leakage, stopped)
+
+
+def _check_columns(spec: DatasetSpec, convert: Converter, stats: SourceStats, uri: str) -> None:
+    """Tabular sources know their columns up front: a mapping to a missing column fails at once, with
+    the field to fix, instead of rejecting every row."""
+    missing = missing_columns(spec.format, convert.fields, stats.columns)
+    if missing:
+        name, column = missing[0]
+        raise DataError(f"column '{column}' is not in {uri} (columns: {', '.join(stats.columns)})",
+                        field=f"spec.dataset.fields.{name}")
+
+
+def _check_leakage(outputs: dict[str, _Output], leak_keys: dict[str, set[int]]) -> dict[str, Any]:
+    """Re-read train once and look its rows up among the held-out rows (bounded memory: only the held-out
+    hashes are kept). Prompt overlap (same question, different answer) is reported, not rejected."""
+    held = leak_keys["validation"] | leak_keys["test"]
+    identical = 0
+    if held:
+        with outputs["train"].path.open("rb") as fh:
+            for line in fh:
+                if xxhash.xxh3_64_intdigest(line) in held:
+                    identical += 1
+    if identical:
+        raise DataError(f"{identical} train row(s) also appear in validation/test: a pipeline bug, please report")
+    return {"identicalSamples": identical, "heldOutRows": len(held)}
+
+
+def _finish(spec: DatasetSpec, tmp: Path, config: dict[str, Any], config_hash: str, sources: list[SourceFile],
+            all_stats: list[SourceStats], outputs: dict[str, _Output], rejects: _Output, counts: _Counts,
+            dist: Distributions, redactor: Redactor | None, counter: TokenCounter | None,
+            leakage: dict[str, Any] | None, stopped: bool) -> dict[str, Any]:
+    from tuneops import __version__
+
+    from .report import write_datacard, write_histogram
+
+    files = {f"{name}.jsonl": out.summary() for name, out in outputs.items()}
+    version_sha = hashlib.sha256(f"{PIPELINE_VERSION}\n{config_hash}\n".encode())
+    for name in SPLITS:
+        version_sha.update(f"{name}.jsonl {files[name + '.jsonl']['sha256']}\n".encode())
+    rejected = sum(counts.by_reason.values())
+    assert counts.kept + rejected == counts.read, "every row read is kept or rejected"
+    invalid_fraction = counts.invalid / counts.read
+    manifest: dict[str, Any] = {
+        "version": "sha256:" + version_sha.hexdigest(),
+        "status": "ok",
+        "createdBy": f"tuneops {__version__} ({PIPELINE_VERSION})",
+        "configHash": config_hash,
+        "config": config,
+        "sources": [{"uri": s.uri, "sha256": s.sha256, "bytes": s.bytes, "rows": s.rows,
+                     "blankLines": s.blank_lines} for s in all_stats],
+        "counts": {"read": counts.read, "kept": counts.kept, "rejected": rejected, "invalid": counts.invalid,
+                   "filtered": counts.filtered, **{name: out.rows for name, out in outputs.items()}},
+        "rejectedByReason": dict(sorted(counts.by_reason.items())),
+        "invalidFraction": round(invalid_fraction, 6),
+        "stoppedAtMaxSamples": stopped,
+        "files": {**files, "rejects.jsonl": rejects.summary()},
+        "redactions": dict(sorted(redactor.counts.items())) if redactor else None,
+        "truncated": counter.truncated if counter else 0,
+        "leakage": leakage,
+        **dist.to_json(),
+    }
+    limit = spec.validation.max_rejected_fraction
+    if invalid_fraction > limit:
+        top = ", ".join(f"{r}: {n}" for r, n in counts.by_reason.most_common() if r in INVALID_REASONS)
+        manifest["status"] = "failed"
+        manifest["failure"] = (f"{counts.invalid} of {counts.read} rows invalid ({invalid_fraction:.1%}) > "
+                               f"validation.maxRejectedFraction {limit:g} ({top})")
+    elif outputs["train"].rows == 0:
+        manifest["status"] = "failed"
+        manifest["failure"] = f"no rows left to train on ({counts.kept} kept of {counts.read})"
+    if manifest["status"] != "ok":
+        for name in SPLITS:  # a failed preparation must not look usable
+            (tmp / f"{name}.jsonl").unlink()
+        manifest["files"] = {"rejects.jsonl": rejects.summary()}
+    png = write_histogram(dist, tmp / "lengths.png")
+    manifest["histogramPng"] = png.name if png else None
+    (tmp / "manifest.json").write_bytes(_pretty_json(manifest))
+    write_datacard(spec, manifest, tmp / "datacard.md", tmp)
+    return manifest
+
+
+def _pretty_json(obj: Any) -> bytes:
+    import json
+
+    return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8")

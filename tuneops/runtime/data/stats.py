@@ -1,0 +1,87 @@
+"""Bounded-memory statistics for the manifest and data card: length histograms (a Counter of distinct
+lengths, so percentiles are exact), role and turn counts, and a label distribution when answers are JSON
+objects (e.g. the triage dataset's category/severity)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from .jsonfast import JSONDecodeError, loads
+
+MAX_LABEL_KEYS = 20
+MAX_LABEL_VALUES = 50
+OTHER = "(other)"
+
+
+class Distributions:
+    def __init__(self) -> None:
+        self.chars: Counter[int] = Counter()
+        self.tokens: Counter[int] = Counter()
+        self.roles: Counter[str] = Counter()
+        self.turns: Counter[int] = Counter()
+        self.labels: dict[str, Counter[str]] = {}
+
+    def add(self, messages: list[dict[str, str]], chars: int, tokens: int | None) -> None:
+        self.chars[chars] += 1
+        if tokens is not None:
+            self.tokens[tokens] += 1
+        self.turns[len(messages)] += 1
+        for m in messages:
+            self.roles[m["role"]] += 1
+        answer = messages[-1]["content"]
+        if answer[:1] == "{" and messages[-1]["role"] == "assistant":
+            self._add_labels(answer)
+
+    def _add_labels(self, answer: str) -> None:
+        try:
+            record = loads(answer)
+        except (JSONDecodeError, ValueError):
+            return
+        if not isinstance(record, dict):
+            return
+        for key, value in record.items():
+            if isinstance(value, (str, int, bool)) and len(str(value)) <= 64:
+                counter = self.labels.get(key)
+                if counter is None:
+                    if len(self.labels) >= MAX_LABEL_KEYS:
+                        continue
+                    counter = self.labels[key] = Counter()
+                value = str(value)
+                if value not in counter and len(counter) >= MAX_LABEL_VALUES:
+                    value = OTHER
+                counter[value] += 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "charLengths": summarize(self.chars),
+            "tokenLengths": summarize(self.tokens) if self.tokens else None,
+            "roles": dict(sorted(self.roles.items())),
+            "turnsPerSample": {str(k): v for k, v in sorted(self.turns.items())},
+            # Only keys that look like labels (few distinct values) are worth showing.
+            "labels": {k: dict(c.most_common()) for k, c in self.labels.items()
+                       if len(c) <= MAX_LABEL_VALUES // 2},
+        }
+
+
+def summarize(lengths: Counter[int], bins: int = 20) -> dict[str, Any]:
+    """min/max/mean/percentiles and a fixed-width histogram from a Counter of lengths."""
+    total = sum(lengths.values())
+    if not total:
+        return {"count": 0}
+    keys = sorted(lengths)
+    lo, hi = keys[0], keys[-1]
+    width = max(1, -(-(hi - lo + 1) // bins))
+    counts = [0] * (-(-(hi - lo + 1) // width))
+    for length, n in lengths.items():
+        counts[(length - lo) // width] += n
+    out: dict[str, Any] = {"count": total, "min": lo, "max": hi,
+                           "mean": round(sum(k * n for k, n in lengths.items()) / total, 2)}
+    targets = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
+    seen, pending = 0, sorted(targets.items(), key=lambda kv: kv[1])
+    for length in keys:
+        seen += lengths[length]
+        while pending and seen >= pending[0][1] * total:
+            out[pending.pop(0)[0]] = length
+    out["histogram"] = {"edges": [lo + i * width for i in range(len(counts) + 1)], "counts": counts}
+    return out
