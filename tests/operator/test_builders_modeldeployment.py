@@ -1,0 +1,288 @@
+"""ModelDeployment blue/green: one-step transitions (table) and whole promotion/rollback stories."""
+
+from __future__ import annotations
+
+import copy
+from datetime import timedelta
+
+import pytest
+
+from tests.operator.factories import NOW, deployment, modeldeployment, modelversion
+from tuneops.operator.md_plan import SlotMetrics, SlotObserved, observe_slot, plan_modeldeployment
+from tuneops.operator.settings import OperatorSettings
+
+SETTINGS = OperatorSettings(tgi_image="tgi:3")
+VERSIONS = {
+    "bot-v1": modelversion("bot-v1", version=1),
+    "bot-v2": modelversion("bot-v2", version=2, merged="/models/bot/2/merged"),
+    "bot-bad": modelversion("bot-bad", verdict="Failed", phase="Rejected", version=3),
+    "bot-pending": modelversion("bot-pending", phase="Pending", version=4),
+    "bot-noeval": modelversion("bot-noeval", verdict=None, version=5),
+}
+HEALTHY_BLUE_V1 = {"phase": "Healthy", "activeSlot": "blue", "activeVersion": "bot-v1",
+                   "lastPromotionTime": "2026-11-25T07:00:00Z"}
+
+
+def _slots(blue=None, green=None) -> dict[str, SlotObserved]:
+    return {"blue": observe_slot(blue), "green": observe_slot(green)}
+
+
+def _plan(md, slots, now=NOW, metrics=None):
+    return plan_modeldeployment(md, slots, VERSIONS, SETTINGS, now, metrics)
+
+
+def _selectors(plan) -> tuple[str, str]:
+    active, preview = plan.services
+    return active["spec"]["selector"]["tuneops.io/slot"], preview["spec"]["selector"]["tuneops.io/slot"]
+
+
+def _deps(plan) -> dict[str, tuple[str, int | None]]:
+    return {d["metadata"]["name"].rsplit("-", 1)[1]: (d["metadata"]["annotations"]["tuneops.io/version"],
+                                                      d["spec"].get("replicas")) for d in plan.deployments}
+
+
+CASES = {
+    "first version starts in blue, no traffic yet": dict(
+        md=dict(active="bot-v1"), slots=_slots(),
+        phase="Progressing", selectors=("none", "blue"), deps={"blue": ("bot-v1", 2)}),
+    "first version ready: switch": dict(
+        md=dict(active="bot-v1"), slots=_slots(blue=deployment("bot", "blue", "bot-v1", 2, 2)),
+        phase="Healthy", selectors=("blue", "green"), deps={"blue": ("bot-v1", 2)}, events=["Promoted", "Healthy"]),
+    "steady": dict(
+        md=dict(active="bot-v1", status=HEALTHY_BLUE_V1), slots=_slots(blue=deployment("bot", "blue", "bot-v1", 2, 2)),
+        phase="Healthy", selectors=("blue", "green"), deps={"blue": ("bot-v1", 2)}, events=[]),
+    "promotion: idle slot gets the new version, traffic stays": dict(
+        md=dict(active="bot-v2", status=HEALTHY_BLUE_V1), slots=_slots(blue=deployment("bot", "blue", "bot-v1", 2, 2)),
+        phase="Promoting", selectors=("blue", "green"), deps={"blue": ("bot-v1", 2), "green": ("bot-v2", 2)}),
+    "promotion: half ready is not ready": dict(
+        md=dict(active="bot-v2", status=HEALTHY_BLUE_V1),
+        slots=_slots(blue=deployment("bot", "blue", "bot-v1", 2, 2), green=deployment("bot", "green", "bot-v2", 2, 1)),
+        phase="Promoting", selectors=("blue", "green"), message="1/2 pods Ready"),
+    "promotion: stale generation is not ready": dict(
+        md=dict(active="bot-v2", status=HEALTHY_BLUE_V1),
+        slots=_slots(blue=deployment("bot", "blue", "bot-v1", 2, 2),
+                     green=deployment("bot", "green", "bot-v2", 2, 2, generation=3, observed=2)),
+        phase="Promoting", selectors=("blue", "green")),
+    "promotion: ready -> switch, old slot kept warm": dict(
+        md=dict(active="bot-v2", status=HEALTHY_BLUE_V1),
+        slots=_slots(blue=deployment("bot", "blue", "bot-v1", 2, 2), green=deployment("bot", "green", "bot-v2", 2, 2)),
+        phase="Healthy", selectors=("green", "blue"), deps={"blue": ("bot-v1", 2), "green": ("bot-v2", 2)},
+        events=["Promoted"], requeue=600),
+    "rejected version refused": dict(
+        md=dict(active="bot-bad", status=HEALTHY_BLUE_V1), slots=_slots(blue=deployment("bot", "blue", "bot-v1", 2, 2)),
+        phase="Aborted", selectors=("blue", "green"), deps={"blue": ("bot-v1", 2)}, message="rejected",
+        events=["VersionRejected", "Aborted"]),
+    "unevaluated version refused when the gate wants Passed": dict(
+        md=dict(active="bot-noeval", status=HEALTHY_BLUE_V1), slots=_slots(blue=deployment("bot", "blue", "bot-v1", 2, 2)),
+        phase="Aborted", selectors=("blue", "green"), message="evalVerdict is Passed"),
+    "unevaluated version allowed with evalVerdict Any": dict(
+        md=dict(active="bot-noeval", status=HEALTHY_BLUE_V1, promotion={"gates": {"evalVerdict": "Any"}}),
+        slots=_slots(blue=deployment("bot", "blue", "bot-v1", 2, 2)),
+        phase="Promoting", deps={"blue": ("bot-v1", 2), "green": ("bot-noeval", 2)}),
+    "missing version waits": dict(
+        md=dict(active="bot-v9", status=HEALTHY_BLUE_V1), slots=_slots(blue=deployment("bot", "blue", "bot-v1", 2, 2)),
+        phase="Promoting", selectors=("blue", "green"), message="not found"),
+    "pending version waits": dict(
+        md=dict(active="bot-pending", status=HEALTHY_BLUE_V1), slots=_slots(blue=deployment("bot", "blue", "bot-v1", 2, 2)),
+        phase="Promoting", message="to be Ready"),
+    "rejected first version: nothing serves": dict(
+        md=dict(active="bot-bad"), slots=_slots(),
+        phase="Aborted", selectors=("none", "blue"), deps={}),
+    "preview runs in the idle slot": dict(
+        md=dict(active="bot-v1", preview="bot-v2", status=HEALTHY_BLUE_V1),
+        slots=_slots(blue=deployment("bot", "blue", "bot-v1", 2, 2)),
+        phase="Healthy", selectors=("blue", "green"), deps={"blue": ("bot-v1", 2), "green": ("bot-v2", 1)},
+        preview="bot-v2"),
+    "idle slot scales to zero after the delay": dict(
+        md=dict(active="bot-v1", status=HEALTHY_BLUE_V1),
+        slots=_slots(blue=deployment("bot", "blue", "bot-v1", 2, 2), green=deployment("bot", "green", "bot-v0", 2, 2)),
+        phase="Healthy", deps={"blue": ("bot-v1", 2), "green": ("bot-v0", 0)}),
+    "metric gate failing aborts": dict(
+        md=dict(active="bot-v2", status=HEALTHY_BLUE_V1, promotion={"gates": {"maxErrorRate": 0.01}}),
+        slots=_slots(blue=deployment("bot", "blue", "bot-v1", 2, 2), green=deployment("bot", "green", "bot-v2", 2, 2)),
+        metrics={"green": SlotMetrics(error_rate=0.2)},
+        phase="Aborted", selectors=("blue", "green"), message="error rate 0.2 > 0.01"),
+    "metric gate waits for metrics": dict(
+        md=dict(active="bot-v2", status=HEALTHY_BLUE_V1, promotion={"gates": {"maxP95LatencyMs": 500}}),
+        slots=_slots(blue=deployment("bot", "blue", "bot-v1", 2, 2), green=deployment("bot", "green", "bot-v2", 2, 2)),
+        phase="Promoting", selectors=("blue", "green"), message="waiting for the preview's p95"),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_transitions(name):
+    case = CASES[name]
+    md = modeldeployment(**case["md"])
+    plan = _plan(md, case["slots"], metrics=case.get("metrics"))
+    st = plan.status
+    assert st["phase"] == case["phase"], st["message"]
+    if "selectors" in case:
+        assert _selectors(plan) == case["selectors"]
+    if "deps" in case:
+        assert _deps(plan) == case["deps"]
+    if "events" in case:
+        assert [e.reason for e in plan.events] == case["events"]
+    if "message" in case:
+        assert case["message"] in st["message"]
+    if "requeue" in case:
+        assert plan.requeue_after == pytest.approx(case["requeue"])
+    if "preview" in case:
+        assert st["previewVersion"] == case["preview"]
+    assert st["observedGeneration"] == 1
+    # Never: traffic on a slot that does not run the active version.
+    if st.get("activeSlot"):
+        assert _selectors(plan)[0] == st["activeSlot"]
+        assert _deps(plan)[st["activeSlot"]][0] == st["activeVersion"]
+
+
+def test_deployment_manifest_tgi_adapter_and_probes():
+    plan = _plan(modeldeployment(active="bot-v1", resources={"gpu": {"count": 1}, "memory": "32Gi"}), _slots())
+    (dep,) = plan.deployments
+    assert dep["metadata"]["name"] == "bot-blue"
+    assert dep["spec"]["selector"]["matchLabels"] == {"tuneops.io/modeldeployment": "bot", "tuneops.io/slot": "blue"}
+    pod = dep["spec"]["template"]
+    assert pod["metadata"]["labels"]["tuneops.io/slot"] == "blue"
+    (c,) = pod["spec"]["containers"]
+    assert c["image"] == "tgi:3"
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["MODEL_ID"] == "meta-llama/Meta-Llama-3-8B-Instruct"
+    assert env["LORA_ADAPTERS"] == "bot-v1=s3://b/m/adapter"
+    assert env["PORT"] == "8080"
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        assert c[probe]["httpGet"] == {"path": "/health", "port": "http"}
+    assert c["resources"] == {"requests": {"memory": "32Gi", "nvidia.com/gpu": "1"},
+                              "limits": {"memory": "32Gi", "nvidia.com/gpu": "1"}}
+    assert dep["metadata"]["ownerReferences"][0]["kind"] == "ModelDeployment"
+    assert plan.pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": {
+        "tuneops.io/modeldeployment": "bot", "tuneops.io/slot": "none"}}}
+    assert plan.delete_hpa and plan.hpa is None
+
+
+def test_merged_weights_and_builtin_engine():
+    md = modeldeployment(active="bot-v2", engine={"kind": "builtin", "port": 9000})
+    (dep,) = _plan(md, _slots()).deployments
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    assert c["command"][:4] == ["tuneops", "serve", "--version", "/models/bot/2"]
+    assert c["ports"] == [{"name": "http", "containerPort": 9000}]
+    md = modeldeployment(active="bot-v2", engine={"kind": "tgi", "env": [{"name": "HF_HUB_OFFLINE", "value": "0"}]})
+    (dep,) = _plan(md, _slots()).deployments
+    env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MODEL_ID"] == "/models/bot/2/merged" and "LORA_ADAPTERS" not in env
+    assert env["HF_HUB_OFFLINE"] == "0"  # the spec's env wins
+
+
+def test_autoscaling_hpa_follows_the_active_slot():
+    auto = {"minReplicas": 2, "maxReplicas": 8, "metric": {"type": "cpu", "target": 70}}
+    md = modeldeployment(active="bot-v2", status=HEALTHY_BLUE_V1, autoscaling=auto)
+    slots = _slots(blue=deployment("bot", "blue", "bot-v1", 5, 5))
+    plan = _plan(md, slots)
+    deps = _deps(plan)
+    assert deps["blue"] == ("bot-v1", None)  # HPA owns the active count
+    assert deps["green"] == ("bot-v2", 5)  # the new slot starts at the current size
+    assert plan.hpa["spec"]["scaleTargetRef"]["name"] == "bot-blue"
+    assert plan.hpa["spec"]["metrics"] == [{"type": "Resource", "resource": {
+        "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}]
+    slots = _slots(blue=deployment("bot", "blue", "bot-v1", 5, 5), green=deployment("bot", "green", "bot-v2", 5, 5))
+    plan = _plan(md, slots)
+    assert plan.status["activeSlot"] == "green"
+    assert plan.hpa["spec"]["scaleTargetRef"]["name"] == "bot-green"
+    assert _deps(plan) == {"green": ("bot-v2", None), "blue": ("bot-v1", 5)}
+    md["spec"]["autoscaling"]["metric"] = {"type": "concurrency", "target": 8}
+    assert _plan(md, slots).hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == "tuneops_inflight_requests"
+
+
+class World:
+    """Applies plans the way Kubernetes would: Deployments become Ready a step after they are changed."""
+
+    def __init__(self, md: dict):
+        self.md = md
+        self.deployments: dict[str, dict] = {}
+        self.now = NOW
+        self.history: list[tuple[str, str]] = []
+
+    def step(self, ready: bool = True, advance: float = 1.0):
+        self.now += timedelta(seconds=advance)
+        slots = _slots(self.deployments.get("blue"), self.deployments.get("green"))
+        plan = _plan(self.md, slots, now=self.now)
+        for dep in plan.deployments:
+            slot = dep["metadata"]["name"].rsplit("-", 1)[1]
+            version = dep["metadata"]["annotations"]["tuneops.io/version"]
+            replicas = dep["spec"].get("replicas")
+            if replicas is None:
+                replicas = self.deployments[slot]["spec"]["replicas"]
+            old = self.deployments.get(slot)
+            same = old is not None and old["metadata"]["annotations"]["tuneops.io/version"] == version \
+                and old["spec"]["replicas"] == replicas
+            n_ready = replicas if (ready and same) or (same and old["status"]["readyReplicas"] == replicas) else 0
+            self.deployments[slot] = deployment("bot", slot, version, replicas, n_ready)
+        self.md["status"] = plan.status
+        active = plan.services[0]["spec"]["selector"]["tuneops.io/slot"]
+        if active != "none":
+            # The invariant: the active Service only ever selects a Ready slot running an allowed version.
+            dep = self.deployments[active]
+            assert dep["status"]["readyReplicas"] >= 1, "traffic switched to an unready slot"
+            assert VERSIONS[dep["metadata"]["annotations"]["tuneops.io/version"]]["status"]["phase"] == "Ready"
+        self.history.append((plan.status["phase"], active))
+        return plan
+
+
+def test_story_promote_rollback_reject_scale_down():
+    world = World(modeldeployment(active="bot-v1"))
+    for _ in range(3):
+        world.step()
+    assert world.md["status"]["activeVersion"] == "bot-v1" and world.history[-1] == ("Healthy", "blue")
+
+    world.md["spec"]["activeVersion"] = "bot-v2"  # GitOps promotion
+    plan = world.step()
+    assert _selectors(plan) == ("blue", "green")
+    for _ in range(2):
+        plan = world.step()
+    assert world.md["status"]["activeVersion"] == "bot-v2" and _selectors(plan) == ("green", "blue")
+    assert world.deployments["blue"]["spec"]["replicas"] == 2  # warm
+
+    world.md["spec"]["activeVersion"] = "bot-v1"  # rollback inside the delay: instant
+    plan = world.step(ready=False)
+    assert world.md["status"]["activeVersion"] == "bot-v1" and _selectors(plan) == ("blue", "green")
+
+    world.md["spec"]["activeVersion"] = "bot-bad"
+    plan = world.step()
+    assert plan.status["phase"] == "Aborted" and _selectors(plan) == ("blue", "green")
+    assert "bot-bad" not in [d["metadata"]["annotations"]["tuneops.io/version"] for d in world.deployments.values()]
+
+    world.md["spec"]["activeVersion"] = "bot-v1"  # revert the bad commit
+    plan = world.step(advance=601)
+    assert plan.status["phase"] == "Healthy"
+    assert world.deployments["green"]["spec"]["replicas"] == 0  # delay over: old slot scaled to zero
+
+
+def test_story_soak_time_before_switch():
+    world = World(modeldeployment(active="bot-v1", promotion={"autoPromotionSeconds": 60}))
+    for _ in range(3):
+        world.step()
+    assert world.history[-1] == ("Healthy", "blue")  # nothing served yet: the first version does not soak
+    world.md["spec"]["activeVersion"] = "bot-v2"
+    world.step()  # green created
+    world.step()  # green's pods become Ready
+    plan = world.step()  # gates green: wait 60 s
+    assert plan.status["phase"] == "Promoting" and _selectors(plan)[0] == "blue"
+    assert plan.requeue_after == pytest.approx(60, abs=1.5)
+    plan = world.step(advance=61)
+    assert plan.status["activeVersion"] == "bot-v2" and _selectors(plan)[0] == "green"
+
+
+def test_invalid_spec_touches_nothing():
+    md = modeldeployment(active="bot-v1", preview="bot-v1")
+    plan = _plan(md, _slots())
+    assert plan.status["phase"] == "Degraded" and "previewVersion must differ" in plan.status["message"]
+    assert plan.deployments == [] and plan.services == []
+
+
+def test_plan_is_idempotent():
+    md = modeldeployment(active="bot-v2", status=HEALTHY_BLUE_V1)
+    slots = _slots(blue=deployment("bot", "blue", "bot-v1", 2, 2))
+    first = _plan(md, slots)
+    md2 = copy.deepcopy(md)
+    md2["status"] = first.status
+    second = _plan(md2, slots, now=NOW + timedelta(seconds=30))
+    assert second.status == first.status and second.deployments == first.deployments
+    assert [e.reason for e in second.events] == []

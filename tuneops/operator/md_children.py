@@ -1,0 +1,186 @@
+"""ModelDeployment -> Deployments (one per slot), Services, HPA and PDB (pure builders).
+
+    <name>-blue, <name>-green   Deployments; pods labelled tuneops.io/slot=<slot>, annotated with the version
+    <name>                      Service: selector tuneops.io/slot=<active slot> (matches nothing before the first
+                                version is Ready, so traffic never reaches an unready or rejected version)
+    <name>-preview              Service: selector tuneops.io/slot=<idle slot>
+    <name>                      HorizontalPodAutoscaler (autoscaling/v2) targeting the active slot's Deployment
+    <name>                      PodDisruptionBudget (maxUnavailable 1) over the active slot's pods
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tuneops.api import ModelDeploymentSpec
+from tuneops.api.base import EnvVar
+
+from .meta import MD_LABEL, SLOT_LABEL, VERSION_ANNOTATION, VERSION_LABEL, child_name, common_labels, label_value, owned
+from .settings import OperatorSettings
+
+SLOTS = ("blue", "green")
+NO_SLOT = "none"  # a selector value no pod has: the active Service before anything is promoted
+HTTP_PORT = 80
+# Custom per-pod metrics for the HPA; a Prometheus adapter must expose them (see docs/dev/contracts.md).
+POD_METRICS = {"concurrency": "tuneops_inflight_requests", "requestsPerSecond": "tuneops_requests_per_second"}
+
+
+@dataclass(frozen=True)
+class VersionArtifacts:
+    """What a slot needs from a ModelVersion to start serving it."""
+
+    name: str
+    base_model: str  # hub id or path of the base weights
+    adapter_uri: str | None = None
+    merged_uri: str | None = None
+
+
+def slot_deployment_name(md_name: str, slot: str) -> str:
+    return child_name(md_name, slot)
+
+
+def preview_service_name(md_name: str) -> str:
+    return child_name(md_name, "preview")
+
+
+def _labels(md_name: str, component: str) -> dict[str, str]:
+    return common_labels(MD_LABEL, md_name, component, name="tuneops-server")
+
+
+def _meta(md: dict[str, Any], name: str, component: str) -> dict[str, Any]:
+    return {"name": name, "namespace": md["metadata"]["namespace"], "labels": _labels(md["metadata"]["name"], component)}
+
+
+def selector(md_name: str, slot: str) -> dict[str, str]:
+    return {MD_LABEL: label_value(md_name), SLOT_LABEL: slot}
+
+
+def _local_path(uri: str) -> str:
+    return uri[len("file://"):] if uri.startswith("file://") else uri
+
+
+def _env(items: list[EnvVar]) -> list[dict[str, Any]]:
+    out = []
+    for var in items:
+        if var.value_from is not None:
+            ref = var.value_from.secret_key_ref
+            out.append({"name": var.name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+        else:
+            out.append({"name": var.name, "value": var.value})
+    return out
+
+
+def _merge_env(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """User env from the spec wins over the operator's defaults (one entry per name)."""
+    names = {e["name"] for e in theirs}
+    return [e for e in ours if e["name"] not in names] + theirs
+
+
+def engine_container(spec: ModelDeploymentSpec, version: VersionArtifacts, settings: OperatorSettings) -> dict:
+    engine = spec.engine
+    port = engine.port
+    if engine.kind == "tgi":
+        # TGI: merged weights are a model of their own; otherwise base model + the LoRA adapter by name.
+        env = [{"name": "PORT", "value": str(port)}, {"name": "HF_HUB_OFFLINE", "value": "1"},
+               {"name": "MODEL_ID", "value": _local_path(version.merged_uri) if version.merged_uri
+                else version.base_model}]
+        if version.adapter_uri and not version.merged_uri:
+            env.append({"name": "LORA_ADAPTERS", "value": f"{version.name}={_local_path(version.adapter_uri)}"})
+        container: dict[str, Any] = {"name": "server", "image": engine.image or settings.tgi_image,
+                                     "args": list(engine.args)}
+    else:
+        # builtin: `tuneops serve` loads a registry dir (merged if present, else base + adapter).
+        artifact = version.merged_uri or version.adapter_uri or ""
+        registry_dir = _local_path(artifact).rstrip("/").rsplit("/", 1)[0] or "/"
+        env = [{"name": "HF_HUB_OFFLINE", "value": "1"}]
+        container = {"name": "server", "image": engine.image or settings.serve_image,
+                     "command": ["tuneops", "serve", "--version", registry_dir, "--host", "0.0.0.0",
+                                 "--port", str(port), *engine.args]}
+    env.append({"name": "TUNEOPS_MODEL_VERSION", "value": version.name})
+    container["env"] = _merge_env(env, _env(engine.env))
+    container["ports"] = [{"name": "http", "containerPort": port}]
+    health = {"httpGet": {"path": "/health", "port": "http"}}
+    container["readinessProbe"] = {**health, "periodSeconds": 5, "failureThreshold": 3}
+    container["livenessProbe"] = {**health, "periodSeconds": 10, "failureThreshold": 6}
+    # Weights load before the port opens (TGI warms up first): allow up to 30 minutes.
+    container["startupProbe"] = {**health, "periodSeconds": 10, "failureThreshold": 180}
+    res = spec.resources
+    requests: dict[str, str] = {}
+    limits: dict[str, str] = {}
+    if res.cpu:
+        requests["cpu"] = res.cpu
+    if res.memory:
+        requests["memory"] = limits["memory"] = res.memory
+    if res.gpu.count:
+        requests[res.gpu.resource_name] = limits[res.gpu.resource_name] = str(res.gpu.count)
+    if requests or limits:
+        container["resources"] = {k: v for k, v in (("requests", requests), ("limits", limits)) if v}
+    container["volumeMounts"] = [{"name": "dshm", "mountPath": "/dev/shm"}]
+    return container
+
+
+def slot_deployment(md: dict[str, Any], spec: ModelDeploymentSpec, slot: str, version: VersionArtifacts | None,
+                    replicas: int | None, settings: OperatorSettings) -> dict[str, Any]:
+    """The Deployment of one slot. `replicas=None` leaves the count to the HPA (the active slot).
+
+    A slot with no version yet is not built (the planner skips it)."""
+    assert version is not None
+    name = md["metadata"]["name"]
+    labels = {**_labels(name, "server"), **selector(name, slot), VERSION_LABEL: label_value(version.name)}
+    shm: dict[str, Any] = {"medium": "Memory"}
+    if spec.resources.shared_memory:
+        shm["sizeLimit"] = spec.resources.shared_memory
+    node_selector = dict(spec.resources.node_selector)
+    if spec.resources.gpu.product:
+        node_selector["nvidia.com/gpu.product"] = spec.resources.gpu.product
+    pod_spec: dict[str, Any] = {"containers": [engine_container(spec, version, settings)],
+                                "volumes": [{"name": "dshm", "emptyDir": shm}]}
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    if spec.resources.tolerations:
+        pod_spec["tolerations"] = [t.to_wire() for t in spec.resources.tolerations]
+    if spec.resources.priority_class_name:
+        pod_spec["priorityClassName"] = spec.resources.priority_class_name
+    meta = _meta(md, slot_deployment_name(name, slot), "server")
+    meta["labels"].update({SLOT_LABEL: slot, VERSION_LABEL: label_value(version.name)})
+    meta["annotations"] = {VERSION_ANNOTATION: version.name}
+    dep_spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector(name, slot)},
+        "template": {"metadata": {"labels": labels, "annotations": {VERSION_ANNOTATION: version.name}},
+                     "spec": pod_spec},
+    }
+    if replicas is not None:
+        dep_spec["replicas"] = replicas
+    return owned({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": dep_spec}, md)
+
+
+def service(md: dict[str, Any], spec: ModelDeploymentSpec, name: str, slot: str | None, role: str) -> dict:
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": _meta(md, name, role),
+           "spec": {"selector": selector(md["metadata"]["name"], slot or NO_SLOT),
+                    "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": spec.engine.port}]}}
+    return owned(svc, md)
+
+
+def hpa(md: dict[str, Any], spec: ModelDeploymentSpec, slot: str) -> dict[str, Any]:
+    auto = spec.autoscaling
+    assert auto is not None
+    if auto.metric.type == "cpu":
+        metric = {"type": "Resource", "resource": {"name": "cpu", "target": {
+            "type": "Utilization", "averageUtilization": int(auto.metric.target)}}}
+    else:
+        metric = {"type": "Pods", "pods": {"metric": {"name": POD_METRICS[auto.metric.type]},
+                                           "target": {"type": "AverageValue", "averageValue": str(auto.metric.target)}}}
+    name = md["metadata"]["name"]
+    obj = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": _meta(md, name, "autoscaler"),
+           "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                       "name": slot_deployment_name(name, slot)},
+                    "minReplicas": auto.min_replicas, "maxReplicas": auto.max_replicas, "metrics": [metric]}}
+    return owned(obj, md)
+
+
+def pdb(md: dict[str, Any], slot: str | None) -> dict[str, Any]:
+    name = md["metadata"]["name"]
+    obj = {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": _meta(md, name, "disruption-budget"),
+           "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(name, slot or NO_SLOT)}}}
+    return owned(obj, md)
