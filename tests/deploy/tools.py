@@ -6,6 +6,7 @@ import fcntl
 import json
 import shutil
 import subprocess
+from importlib import metadata
 from pathlib import Path
 
 import yaml
@@ -22,7 +23,11 @@ def kube_tools() -> devcluster.Paths:
     built = devcluster._paths(devcluster.cache_root() / f"cluster-{devcluster.source_hash()}")
     if built.helm.is_file() and built.kubectl.is_file():
         return built
-    dest = devcluster.cache_root() / f"kubectl-helm-{devcluster.source_hash()}"
+    try:  # keyed by the wheel's version, not the cluster sources: they change more often
+        key = metadata.version(devcluster.KUBECTL_DIST)
+    except metadata.PackageNotFoundError:
+        key = "pypi-latest"
+    dest = devcluster.cache_root() / f"kubectl-helm-{key}"
     paths = devcluster._paths(dest)
     if not (paths.helm.is_file() and paths.kubectl.is_file()):
         dest.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,213 @@
+"""The chart and the examples against the real kube-apiserver (tests/cluster): every rendered object passes
+server-side dry-run (the apiserver's OpenAPI/CRD schema validation, admission, RBAC escalation checks),
+then is applied for real; `helm install` works; the operator's ServiceAccount can do what the operator
+needs and nothing more (`kubectl auth can-i`); every YAML under examples/ applies cleanly."""
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.deploy.test_chart import FULL
+from tests.deploy.tools import CHART, REPO, render
+
+pytestmark = pytest.mark.kube
+
+STUB_CRDS = sorted((Path(__file__).parent / "crds").glob("*.yaml"))
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "ClusterKopfPeering"}
+
+
+@pytest.fixture(scope="module")
+def crds(kube):
+    """The chart's CRDs (tuneops + kopf peering) and the test stubs for monitoring/Argo CD kinds."""
+    names = []
+    for path in [*sorted((CHART / "crds").glob("*.yaml")), *STUB_CRDS]:
+        kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", path)
+        names += [d["metadata"]["name"] for d in yaml.safe_load_all(path.read_text()) if d]
+    for name in names:
+        kube.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+    for kind in ("finetunejobs", "clusterkopfpeerings", "prometheusrules", "applications"):
+        kube.wait_for(f"{kind} discovery", lambda k=kind: kube.kubectl("get", k, "-A", check=False).returncode == 0)
+    return names
+
+
+def apply(kube, objs: list[dict], *extra: str):
+    return kube.kubectl("apply", *extra, "-f", "-", input="\n---\n".join(json.dumps(o) for o in objs))
+
+
+def sa(release: str, ns: str) -> str:
+    return f"system:serviceaccount:{ns}:{release}-tuneops-operator"
+
+
+def can_i(kube, user: str, verb: str, resource: str, ns: str | None = None, sub: str | None = None) -> bool:
+    args = ["auth", "can-i", verb, resource, f"--as={user}"]
+    args += ["-n", ns] if ns else ["--all-namespaces"]
+    if sub:
+        args.append(f"--subresource={sub}")
+    r = kube.kubectl(*args, check=False)
+    assert r.stdout.strip() in ("yes", "no"), r.stdout + r.stderr
+    return r.stdout.strip() == "yes"
+
+
+def test_default_render_dry_run_then_apply(kube, crds):
+    ns = kube.create_namespace("chart")
+    release = f"d{uuid.uuid4().hex[:6]}"
+    objs = render(release=release, namespace=ns)
+    out = apply(kube, objs, "--dry-run=server").stdout
+    assert out.count("(server dry run)") == len(objs), out
+    apply(kube, objs)
+    name = f"{release}-tuneops-operator"
+    got = kube.get("deployment", name, namespace=ns)
+    assert got["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+    # kwok runs the pod: the Deployment rolls out, so the pod spec is admissible as written.
+    kube.kubectl("rollout", "status", f"deployment/{name}", "-n", ns, "--timeout=90s")
+
+
+def test_full_render_dry_run_then_apply(kube, crds, tmp_path):
+    """Every option on (MLflow on PostgreSQL/S3, monitoring, namespaced RBAC) is valid for the apiserver."""
+    ns, w1, w2 = (kube.create_namespace(p) for p in ("chartfull", "watch", "watch"))
+    release = f"f{uuid.uuid4().hex[:6]}"
+    values = {**FULL, "fullnameOverride": f"{release}-tuneops", "watchNamespaces": [w1, w2]}
+    objs = render(values=values, release=release, namespace=ns, tmp=tmp_path)
+    assert {"PrometheusRule", "ServiceMonitor", "PodMonitor", "Role"} <= {o["kind"] for o in objs}
+    out = apply(kube, objs, "--dry-run=server").stdout
+    assert out.count("(server dry run)") == len(objs), out
+    apply(kube, objs)
+    user = sa(release, ns)
+    # Namespaced rules only where the operator watches.
+    assert can_i(kube, user, "create", "jobs.batch", w1)
+    assert can_i(kube, user, "patch", "kopfpeerings.kopf.dev", w2)
+    assert not can_i(kube, user, "create", "jobs.batch", ns)
+    assert not can_i(kube, user, "create", "jobs.batch", "default")
+    assert can_i(kube, user, "list", "customresourcedefinitions.apiextensions.k8s.io")
+
+
+def test_apiserver_rejects_a_broken_render(kube, crds):
+    """The dry-run is a real check: a wrong field type in a rendered object is refused."""
+    ns = kube.create_namespace("broken")
+    objs = render(release="broken", namespace=ns)
+    dep = next(o for o in objs if o["kind"] == "Deployment")
+    dep["spec"]["replicas"] = "two"
+    r = kube.kubectl("apply", "--dry-run=server", "-f", "-", input=json.dumps(dep), check=False)
+    assert r.returncode != 0 and "replicas" in r.stderr, r.stderr
+
+
+@pytest.fixture(scope="module")
+def installed(kube, crds):
+    """`helm install` for real (default values), as a user would."""
+    ns = kube.create_namespace("helm")
+    release = f"h{uuid.uuid4().hex[:6]}"
+    cmd = [str(kube.helm_path), "install", release, str(CHART), "-n", ns, "--wait", "--timeout", "3m",
+           "--set", "monitoring.serviceMonitor.enabled=true,monitoring.prometheusRule.enabled=true"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=kube.env)
+    assert p.returncode == 0, p.stderr + p.stdout
+    return release, ns
+
+
+def test_helm_install_deploys_a_ready_operator(kube, installed):
+    release, ns = installed
+    dep = kube.get("deployment", f"{release}-tuneops-operator", namespace=ns)
+    assert dep["status"].get("readyReplicas") == 1
+    assert kube.get("clusterkopfpeering", f"{release}-tuneops")["metadata"]["name"]
+    assert kube.get("prometheusrule", f"{release}-tuneops", namespace=ns)["spec"]["groups"]
+
+
+# (verb, resource, subresource) the operator needs, in any namespace.
+NEEDED = [
+    ("watch", "finetunejobs.tuneops.io", None), ("patch", "finetunejobs.tuneops.io", "status"),
+    ("patch", "modeldeployments.tuneops.io", "status"), ("create", "modelversions.tuneops.io", None),
+    ("create", "jobs.batch", None), ("delete", "jobs.batch", None), ("watch", "pods", None),
+    ("create", "configmaps", None), ("patch", "configmaps", None), ("create", "services", None),
+    ("create", "serviceaccounts", None), ("create", "deployments.apps", None),
+    ("patch", "deployments.apps", None), ("create", "horizontalpodautoscalers.autoscaling", None),
+    ("create", "roles.rbac.authorization.k8s.io", None), ("create", "rolebindings.rbac.authorization.k8s.io", None),
+    ("create", "events", None), ("create", "events.events.k8s.io", None),
+]
+# What it must not do: read credentials, run arbitrary pods, touch cluster-wide security or CRDs.
+FORBIDDEN = [
+    ("get", "secrets", None), ("list", "secrets", None), ("create", "pods", None), ("create", "pods", "exec"),
+    ("create", "finetunejobs.tuneops.io", None), ("delete", "modelversions.tuneops.io", None),
+    ("create", "clusterroles.rbac.authorization.k8s.io", None),
+    ("create", "clusterrolebindings.rbac.authorization.k8s.io", None),
+    ("delete", "customresourcedefinitions.apiextensions.k8s.io", None),
+    ("create", "customresourcedefinitions.apiextensions.k8s.io", None),
+    ("delete", "namespaces", None), ("patch", "nodes", None), ("impersonate", "serviceaccounts", None),
+    ("escalate", "roles.rbac.authorization.k8s.io", None), ("bind", "clusterroles.rbac.authorization.k8s.io", None),
+]
+
+
+def test_operator_serviceaccount_can_do_what_it_needs(kube, installed):
+    release, ns = installed
+    user = sa(release, ns)
+    missing = [f"{v} {r}{'/' + s if s else ''}" for v, r, s in NEEDED if not can_i(kube, user, v, r, "team-a", s)]
+    assert not missing, f"{user} cannot: {missing}"
+    assert can_i(kube, user, "patch", f"clusterkopfpeerings.kopf.dev/{release}-tuneops")
+    assert can_i(kube, user, "list", "customresourcedefinitions.apiextensions.k8s.io")
+
+
+def test_operator_serviceaccount_is_forbidden_the_rest(kube, installed):
+    release, ns = installed
+    user = sa(release, ns)
+    allowed = [f"{v} {r}{'/' + s if s else ''}" for v, r, s in FORBIDDEN if can_i(kube, user, v, r, "team-a", s)]
+    assert not allowed, f"{user} may, but should not: {allowed}"
+    assert not can_i(kube, "system:serviceaccount:team-a:default", "create", "jobs.batch", "team-a")
+
+
+def test_operator_can_grant_the_progress_role(kube, installed):
+    """RBAC escalation check: the operator can create the per-job Role (get/patch one ConfigMap) it gives
+    training pods, because it holds those permissions itself; it cannot grant secrets access."""
+    release, ns = installed
+    work = kube.create_namespace("grant")
+    user = sa(release, ns)
+    ok = kube.kubectl("create", "role", "progress", "--verb=get,patch", "--resource=configmaps",
+                      "--resource-name=job-progress", "-n", work, f"--as={user}", "--dry-run=server", check=False)
+    assert ok.returncode == 0, ok.stderr
+    bad = kube.kubectl("create", "role", "steal", "--verb=get", "--resource=secrets", "-n", work,
+                       f"--as={user}", "--dry-run=server", check=False)
+    assert bad.returncode != 0 and "forbidden" in bad.stderr.lower(), bad.stderr
+
+
+# ------------------------------------------------------------------------------------------- examples
+
+def _example_sets() -> list[tuple[str, Path]]:
+    """Each YAML under examples/: a kustomization folder is applied as its build, other files as they are."""
+    out = []
+    for path in sorted((REPO / "examples").rglob("*.y*ml")):
+        rel = str(path.relative_to(REPO))
+        out.append((rel, path))
+    return out
+
+
+def _load(kube, path: Path) -> list[dict]:
+    if path.name == "kustomization.yaml":
+        text = kube.kubectl("kustomize", path.parent).stdout
+    else:
+        text = path.read_text()
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+@pytest.mark.parametrize("rel,path", _example_sets(), ids=[r for r, _ in _example_sets()])
+def test_example_applies(kube, crds, rel, path):
+    objs = _load(kube, path)
+    assert objs, f"{rel} holds no objects"
+    ns = kube.create_namespace("ex")
+    namespaces, rest = [], []
+    for o in objs:
+        (namespaces if o["kind"] == "Namespace" else rest).append(o)
+        if o["kind"] not in CLUSTER_SCOPED:
+            o["metadata"]["namespace"] = ns  # isolate: examples name real namespaces (ml, argocd)
+    if namespaces:  # shared cluster: don't create `ml` for real, but the apiserver must accept it
+        apply(kube, namespaces, "--dry-run=server")
+    if rest:
+        out = apply(kube, rest, "--dry-run=server").stdout
+        assert out.count("(server dry run)") == len(rest), out
+        apply(kube, rest)
+        for o in (o for o in rest if "spec" in o):
+            got = kube.get(o["kind"].lower() + "." + o["apiVersion"].split("/")[0]
+                           if "/" in o["apiVersion"] and o["apiVersion"] != "v1" else o["kind"].lower(),
+                           o["metadata"]["name"], namespace=ns)
+            assert got["spec"] == o["spec"] or got["spec"].keys() >= o["spec"].keys()
