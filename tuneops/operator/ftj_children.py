@@ -246,7 +246,10 @@ def training_job(ftj: dict[str, Any], spec: FineTuneJobSpec, revision: int, dige
         "podFailurePolicy": {"rules": [
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
         ]},
-        "template": {"metadata": {"labels": _labels(name, "training", revision)}, "spec": pod_spec},
+        # The annotation carries the full parent name (labels are cut to 63 chars) for the pod watch.
+        "template": {"metadata": {"labels": _labels(name, "training", revision), "annotations": {
+            **settings.training_pod_annotations, FTJ_LABEL: name}},
+                     "spec": pod_spec},
     }
     if spec.active_deadline_seconds:
         job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,8 @@ class OperatorSettings:
     verify_local_artifacts: bool = False
     workers: int = 4  # reconcile worker threads
     rendezvous_port: int = 29500
+    # Extra annotations on training pods (e.g. cluster-autoscaler safe-to-evict, sidecar opt-outs).
+    training_pod_annotations: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "OperatorSettings":
@@ -29,4 +32,18 @@ class OperatorSettings:
             mlflow_uri=env.get("TUNEOPS_MLFLOW_URI") or None,
             verify_local_artifacts=env.get("TUNEOPS_VERIFY_LOCAL_ARTIFACTS", "") in ("1", "true", "yes"),
             workers=int(env.get("TUNEOPS_OPERATOR_WORKERS", base.workers)),
+            training_pod_annotations=_json_map(env, "TUNEOPS_TRAINING_POD_ANNOTATIONS"),
         )
+
+
+def _json_map(env: dict[str, str], name: str) -> dict[str, str]:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name}: not JSON: {exc}") from None
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise ValueError(f"{name}: must be a JSON object of strings")
+    return value
