@@ -251,10 +251,16 @@ def _run(spec: DatasetSpec, sources: list[SourceFile], tmp: Path, tokenizer: Any
     order = 0
     stopped = False
 
-    def reject(uri: str, line: int, err: RowError, row: Any) -> None:
+    def reject(uri: str, line: int, err: RowError, row: Any, raw: bytes | None = None) -> None:
         counts.by_reason[err.reason] += 1
-        rejects.write(dumps_lenient({"source": uri, "line": line, "reason": err.reason, "field": err.field,
-                                     "message": err.message, "row": row}) + b"\n")
+        record = {"source": uri, "line": line, "reason": err.reason, "field": err.field, "message": err.message,
+                  "row": row}
+        try:
+            data = dumps_lenient(record)
+        except (RecursionError, ValueError, TypeError):  # too deep to re-encode: keep the row as it was read
+            record["row"] = raw.decode("utf-8", "backslashreplace") if raw is not None else repr(type(row))
+            data = dumps_lenient(record)
+        rejects.write(data + b"\n")
 
     def emit(messages: Messages, key: int, chars: int, tokens: int | None) -> None:
         nonlocal order
@@ -315,7 +321,7 @@ def _run(spec: DatasetSpec, sources: list[SourceFile], tmp: Path, tokenizer: Any
             uri = sf.uri
             rows = iter_rows(sf, stats)
             checked_columns = False
-            for line, obj, error in rows:
+            for line, obj, error, raw in rows:
                 counts.read += 1
                 tick += 1
                 if tick == 2048:
@@ -325,7 +331,7 @@ def _run(spec: DatasetSpec, sources: list[SourceFile], tmp: Path, tokenizer: Any
                     checked_columns = True
                     _check_columns(spec, convert, stats, uri)
                 if error is not None:
-                    reject(uri, line, error, obj)
+                    reject(uri, line, error, obj, raw)
                     continue
                 try:
                     messages = convert(obj)
@@ -351,7 +357,7 @@ def _run(spec: DatasetSpec, sources: list[SourceFile], tmp: Path, tokenizer: Any
                     else:
                         pending.append((uri, line, obj, messages, key, chars))
                 except RowError as err:
-                    reject(uri, line, err, obj)
+                    reject(uri, line, err, obj, raw)
                     continue
                 if counter is not None and len(pending) >= min(TOKEN_BATCH, (max_samples or 1 << 62) - counts.kept):
                     flush_tokens()

@@ -2,9 +2,10 @@
 any fsspec URI (s3://, gs://, file://, ...).
 
 Every reader streams (JSONL, CSV and Parquet never hold more than one chunk or batch in memory) and yields
-`(line, obj, error)` tuples: `line` is the 1-based line where the row starts (JSONL, JSON, CSV) or its row
+`(line, obj, error, raw)` tuples: `line` is the 1-based line where the row starts (JSONL, JSON, CSV) or its row
 number (Parquet, datasets); `error` is a `RowError` when the row could not be parsed, in which case `obj` is
-the raw text so the rejects file keeps it. Problems with the file as a whole raise `DataError`.
+the raw text so the rejects file keeps it; `raw` is the row's bytes for JSONL (else None), kept in rejects
+when the parsed row cannot be written back as JSON (e.g. nested 5000 levels deep). Problems with the file as a whole raise `DataError`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any, BinaryIO
 from .errors import DataError, RowError
 from .jsonfast import JSONDecodeError, loads
 
-RowTuple = tuple[int, Any, "RowError | None"]
+RowTuple = tuple[int, Any, "RowError | None", "bytes | None"]
 
 CHUNK = 1 << 20
 _BOM = b"\xef\xbb\xbf"
@@ -237,9 +238,9 @@ def _iter_jsonl(stream: BinaryIO, sf: SourceFile, stats: SourceStats) -> Iterato
             continue
         stats.rows += 1
         try:
-            yield line_no, loads(line), None
+            yield line_no, loads(line), None, line
         except (JSONDecodeError, RecursionError, ValueError) as exc:
-            yield line_no, line.decode("utf-8", "backslashreplace"), _bad_json_line(line, exc, terminated)
+            yield line_no, line.decode("utf-8", "backslashreplace"), _bad_json_line(line, exc, terminated), None
 
 
 def _iter_json(stream: BinaryIO, sf: SourceFile, stats: SourceStats) -> Iterator[RowTuple]:
@@ -281,7 +282,7 @@ def _iter_json(stream: BinaryIO, sf: SourceFile, stats: SourceStats) -> Iterator
                     rows = value
             for i, row in enumerate(rows, start=1):
                 stats.rows += 1
-                yield i, row, None
+                yield i, row, None, None
             return
         pos = ws.match(text, pos + 1).end()
         if text.startswith("]", pos):
@@ -291,7 +292,7 @@ def _iter_json(stream: BinaryIO, sf: SourceFile, stats: SourceStats) -> Iterator
             start_line = line_at(pos)
             row, pos = decoder.raw_decode(text, pos)
             stats.rows += 1
-            yield start_line, row, None
+            yield start_line, row, None, None
             pos = ws.match(text, pos).end()
             if pos < len(text) and text[pos] == ",":
                 pos += 1
@@ -331,7 +332,7 @@ def _iter_csv(stream: BinaryIO, sf: SourceFile, stats: SourceStats) -> Iterator[
         except csv.Error as exc:
             start, prev = prev + 1, reader.line_num
             stats.rows += 1
-            yield start, None, RowError("invalid_csv", f"invalid CSV: {exc}")
+            yield start, None, RowError("invalid_csv", f"invalid CSV: {exc}"), None
             continue
         start, prev = prev + 1, reader.line_num
         if not values or (len(values) == 1 and not values[0].strip()):
@@ -340,15 +341,16 @@ def _iter_csv(stream: BinaryIO, sf: SourceFile, stats: SourceStats) -> Iterator[
         stats.rows += 1
         raw = dict(zip(header, values))
         if len(values) != len(header):
-            yield start, values, RowError("invalid_csv", f"{len(values)} fields but the header has {len(header)}")
+            error = RowError("invalid_csv", f"{len(values)} fields but the header has {len(header)}")
+            yield start, values, error, None
             continue
         bad = next((h for h, v in raw.items() if _SURROGATE.search(v)), None)
         if bad is not None:
             shown = {h: v.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
                      for h, v in raw.items()}
-            yield start, shown, RowError("invalid_utf8", "invalid UTF-8", field=bad)
+            yield start, shown, RowError("invalid_utf8", "invalid UTF-8", field=bad), None
             continue
-        yield start, raw, None
+        yield start, raw, None, None
 
 
 def hash_source(sf: SourceFile) -> str:
@@ -382,7 +384,7 @@ def _iter_parquet(sf: SourceFile, stats: SourceStats) -> Iterator[RowTuple]:
             for obj in batch.to_pylist():
                 row += 1
                 stats.rows += 1
-                yield row, obj, None
+                yield row, obj, None, None
     stats.sha256 = hash_source(sf)
 
 
@@ -408,5 +410,5 @@ def _iter_datasets(sf: SourceFile, stats: SourceStats) -> Iterator[RowTuple]:
         for obj in batch.to_pylist():
             row += 1
             stats.rows += 1
-            yield row, obj, None
+            yield row, obj, None, None
     stats.sha256 = hash_source(sf)
