@@ -32,6 +32,8 @@ REPOS = {
 class Apps:
     provider: k8s.Provider
     releases: dict[str, k8s.helm.v3.Release]
+    # Also exported, for when Argo CD owns the tuneops release (paste into the Application's valuesObject).
+    tuneops_values: pulumi.Output[dict]
 
 
 def kubeconfig(cluster_name: str, endpoint: str, ca_data: str, region: str) -> str:
@@ -132,7 +134,8 @@ def build_apps(ctx: Context, cluster: Cluster, storage: Storage, roles: Workload
         lambda a: tuneops_values(images=a["images"], tag=cfg.image_tag,
                                  operator_sa=roles.service_accounts["operator"].name, operator_role_arn=a["role"],
                                  mlflow_uri=mlflow_uri))
-    # A local path: the chart ships in this repo (charts/tuneops), so the infra and the chart version together.
-    release("tuneops", charts.namespace, values, chart=charts.tuneops_chart_path,
-            depends_on=[argocd, releases["nvidia-device-plugin"], *namespaces.values()])
-    return Apps(provider=provider, releases=releases)
+    if charts.install_tuneops:
+        # A local path: the chart ships in this repo (charts/tuneops), so infra and chart version together.
+        release("tuneops", charts.namespace, values, chart=charts.tuneops_chart_path,
+                depends_on=[argocd, releases["nvidia-device-plugin"], *namespaces.values()])
+    return Apps(provider=provider, releases=releases, tuneops_values=values)

@@ -75,8 +75,10 @@ class ChartsConfig:
     """Helm releases installed into the cluster after it exists."""
 
     deploy: bool = True
+    # False when Argo CD owns the tuneops release (examples/gitops/argocd/tuneops.yaml): one owner per release.
+    install_tuneops: bool = True
     tuneops_chart_path: str = "../charts/tuneops"
-    namespace: str = "tuneops"
+    namespace: str = "tuneops-system"
     workload_namespace: str = "ml"
     argocd_version: str = "7.7.11"
     mlflow_version: str = "0.17.2"
@@ -193,6 +195,7 @@ class InfraConfig:
             ),
             charts=ChartsConfig(
                 deploy=_bool(charts.get("deploy", True)),
+                install_tuneops=_bool(charts.get("installTuneops", True)),
                 tuneops_chart_path=charts.get("tuneopsChartPath", ChartsConfig.tuneops_chart_path),
                 namespace=charts.get("namespace", ChartsConfig.namespace),
                 workload_namespace=charts.get("workloadNamespace", ChartsConfig.workload_namespace),

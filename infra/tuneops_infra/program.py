@@ -44,6 +44,7 @@ def build(cfg: InfraConfig) -> dict[str, Any]:
         "alertsTopicArn": monitoring.topic.arn,
         "mlflowDatabaseEndpoint": database.endpoint if database else None,
         "helmReleases": sorted(apps.releases) if apps else [],
+        "tuneopsChartValues": apps.tuneops_values if apps else None,
     }
 
 

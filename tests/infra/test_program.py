@@ -241,6 +241,16 @@ def test_device_plugin_runs_on_gpu_nodes_only(stack):
     assert all(labels.get("nvidia.com/gpu.present") == "true" for labels in gpu_labels)
 
 
+def test_argocd_can_own_the_tuneops_release(dev):
+    cfg = dataclasses.replace(dev.cfg, charts=dataclasses.replace(dev.cfg.charts, install_tuneops=False))
+    built = build(cfg)
+    names = {r.inputs["name"] for r in built.of_type("kubernetes:helm.sh/v3:Release")}
+    assert "tuneops" not in names and {"argocd", "nvidia-device-plugin"} <= names
+    # The values are still exported for the Argo CD Application, with this stack's images.
+    values = built.outputs["tuneopsChartValues"]
+    assert values["operator"]["image"]["repository"] == built.outputs["ecrRepositories"]["operator"]
+
+
 def test_mlflow_uses_rds_when_enabled(dev, prod):
     assert not dev.of_type("aws:rds/instance:Instance")
     assert "backendStore" not in _release(dev, "mlflow").inputs["values"]
