@@ -26,4 +26,4 @@ ENV PATH=/opt/venv/bin:$PATH \
 USER 10001:10001
 EXPOSE 8080 9090
 ENTRYPOINT ["tuneops"]
-CMD ["operator", "run", "--all-namespaces"]
+CMD ["operator", "--all-namespaces"]

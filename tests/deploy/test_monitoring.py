@@ -100,11 +100,15 @@ tests:
         values: '0 0 1x28'
       - series: 'tuneops_modeldeployment_phase{{namespace="ml",name="bot",phase="Aborted"}}'
         values: '1x30'
-      # Running for 30 minutes, last progress report at t=0: stuck.
+      # Both Running; hung's step counter stopped at 5, busy's keeps moving.
       - series: 'tuneops_finetunejob_phase{{namespace="ml",name="hung",phase="Running"}}'
         values: '1x120'
-      - series: 'tuneops_finetunejob_last_progress_timestamp_seconds{{namespace="ml",name="hung"}}'
-        values: '0x120'
+      - series: 'tuneops_finetunejob_progress_step{{namespace="ml",name="hung"}}'
+        values: '0 1 2 3 4 5x115'
+      - series: 'tuneops_finetunejob_phase{{namespace="ml",name="busy",phase="Running"}}'
+        values: '1x120'
+      - series: 'tuneops_finetunejob_progress_step{{namespace="ml",name="busy"}}'
+        values: '0+1x120'
     alert_rule_test:
       - eval_time: 20m
         alertname: TuneopsServingErrorRateHigh
@@ -126,22 +130,22 @@ tests:
             exp_annotations:
               summary: Promotion of ModelDeployment ml/bot aborted
               description: Traffic stayed on the previous version; status.message has the failed gate.
-      - eval_time: 20m
+      - eval_time: 30m
         alertname: TuneopsTrainingJobStuck
         exp_alerts: []
-      - eval_time: 40m
+      - eval_time: 45m
         alertname: TuneopsTrainingJobStuck
         exp_alerts:
           - exp_labels: {{severity: warning, namespace: ml, name: hung}}
             exp_annotations:
               summary: FineTuneJob ml/hung made no progress
-              description: No progress report for more than 30 minutes while Running.
+              description: No training step for more than 30 minutes while Running.
 """
 
 
 def test_alerts_fire_when_they_should(rule_file, tmp_path):
     """promtool unit tests: the error-rate alert fires for 10% errors and not for 1%; failed, aborted and
-    stuck jobs alert; a job is not 'stuck' before jobStuckMinutes."""
+    stuck jobs alert; a job is not 'stuck' before jobStuckMinutes, nor while its step counter moves."""
     tests = tmp_path / "alerts_test.yaml"
     tests.write_text(textwrap.dedent(ALERT_TESTS).format(rules=json.dumps(str(rule_file))))
     r = subprocess.run([_promtool(), "test", "rules", str(tests)], capture_output=True, text=True, timeout=60)
@@ -187,3 +191,27 @@ def test_promql_uses_only_exported_metrics(rules_objs):
     unknown = sorted(used - names)
     assert not unknown, f"PromQL uses metrics nobody exports ({source}): {unknown}"
     assert any(n.startswith("tgi_") for n in used) and any(n.startswith("tuneops_") for n in used)
+
+
+def test_kube_state_metrics_config_follows_the_api():
+    """The phase lists kube-state-metrics reports are the API's phases (one source of truth)."""
+    from tuneops.api.finetunejob import JOB_PHASES
+    from tuneops.api.modeldeployment import DeploymentPhase
+
+    cfg = yaml.safe_load((CHART / "files" / "kube-state-metrics.yaml").read_text())
+    assert cfg["kind"] == "CustomResourceStateMetrics"
+    by_kind = {r["groupVersionKind"]["kind"]: r for r in cfg["spec"]["resources"]}
+    crd_versions = {}
+    for path in (CHART / "crds").glob("tuneops.io_*.yaml"):
+        crd = yaml.safe_load(path.read_text())
+        crd_versions[crd["spec"]["names"]["kind"]] = [v["name"] for v in crd["spec"]["versions"]]
+    for kind, phases in (("FineTuneJob", JOB_PHASES), ("ModelDeployment", DeploymentPhase.__args__)):
+        res = by_kind[kind]
+        assert res["groupVersionKind"]["version"] in crd_versions[kind]
+        (phase,) = [m for m in res["metrics"] if m["name"] == "phase"]
+        assert phase["each"]["stateSet"]["list"] == list(phases)
+    objs = render("monitoring.kubeStateMetrics.enabled=true")
+    cm = next(o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("kube-state-metrics"))
+    assert yaml.safe_load(cm["data"]["custom-resource-state.yaml"]) == cfg
+    binding = next(o for o in objs if o["kind"] == "ClusterRoleBinding" and "kube-state" in o["metadata"]["name"])
+    assert binding["subjects"][0]["namespace"] == "monitoring"
