@@ -300,3 +300,32 @@ def test_inconsistent_config_is_rejected(tmp_path: Path, change, message):
     path.write_text(yaml.safe_dump(doc))
     with pytest.raises(ConfigError, match=message):
         load_stack_file(path)
+
+
+def test_stack_config_is_read_through_pulumi_config(dev):
+    """The path `pulumi up` takes: values arrive as strings (structured ones JSON-encoded) in pulumi.Config."""
+    import pulumi
+    import yaml
+
+    from tuneops_infra.config import InfraConfig
+
+    doc = yaml.safe_load((INFRA_DIR / "Pulumi.dev.yaml").read_text())["config"]
+    as_pulumi = {k: v if isinstance(v, str) else json.dumps(v) for k, v in doc.items()}
+    from .harness import RecordingMocks
+
+    pulumi.runtime.set_mocks(RecordingMocks("us-east-1"), project="tuneops", stack="dev")
+    pulumi.runtime.set_all_config(as_pulumi)
+    try:
+        assert InfraConfig.from_pulumi() == dev.cfg
+    finally:
+        pulumi.runtime.set_all_config({})
+
+
+def test_cluster_credentials_are_short_lived(stack):
+    [provider] = stack.of_type("pulumi:providers:kubernetes")
+    kubeconfig = json.loads(provider.inputs["kubeconfig"])
+    [user] = kubeconfig["users"]
+    assert user["user"]["exec"]["args"] == ["eks", "get-token", "--cluster-name", stack.cfg.cluster_name,
+                                            "--region", stack.cfg.region]
+    assert "token" not in user["user"]
+    assert kubeconfig["clusters"][0]["cluster"]["server"] == stack.outputs["clusterEndpoint"]
