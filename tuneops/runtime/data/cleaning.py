@@ -22,7 +22,7 @@ _WS_RUN = re.compile(r"(?<=\S)[^\S\n]{2,}|[^\S\n ]")  # internal runs (leading i
 _TRAILING = re.compile(r"[^\S\n]+(?=\n)")
 _BLANK_LINES = re.compile(r"\n{3,}")
 _HTML_BLOCK = re.compile(r"<(script|style)\b.*?</\1\s*>", re.I | re.S)
-_HTML_BREAK = re.compile(r"<\s*(br|/p|/div|/li|/h[1-6]|/tr)\b[^>]*>", re.I)
+_HTML_BREAK = re.compile(r"[^\S\n]*<\s*(br|/p|/div|/li|/h[1-6]|/tr)\b[^>]*>[^\S\n]*", re.I)  # eats layout spaces
 _HTML_TAG = re.compile(r"<(?:[a-zA-Z!/?][^<>]*)>")
 _MD_RULES = [
     (re.compile(r"!\[([^\]]*)\]\([^)]*\)"), r"\1"),            # images -> alt text

@@ -63,9 +63,11 @@ class ExactDeduper:
 
 
 class NearDeduper:
-    """MinHash-LSH (datasketch). Rows whose estimated Jaccard similarity of character 5-gram sets reaches
-    the threshold with an earlier kept row are rejected, naming that row. Memory grows with the number of
-    rows (the LSH index), so near dedupe suits up to a few million rows."""
+    """MinHash-LSH (datasketch). A row is a near duplicate when the estimated Jaccard similarity of its
+    character 5-gram set with an earlier kept row reaches the threshold. LSH only proposes candidates; each
+    one is verified against its stored signature, so the threshold means what it says (1.0 = identical
+    5-gram sets). Memory grows with the kept rows (the LSH index plus 512 bytes of signature per row), so
+    near dedupe suits up to a few million rows."""
 
     SHINGLE = 5
     MAX_CHARS = 20000  # MinHash of the first 20k characters: bounds the cost of huge rows
@@ -75,24 +77,38 @@ class NearDeduper:
         from datasketch import MinHash, MinHashLSH
 
         self._minhash = MinHash
-        self.lsh = MinHashLSH(threshold=threshold, num_perm=self.NUM_PERM)
+        prototype = MinHash(num_perm=self.NUM_PERM, hashfunc=_hash32)
+        # Shared permutations: building them per MinHash costs ~30x the hashing of a short row.
+        self._permutations, self._scheme = prototype.permutations, prototype.scheme
+        # LSH needs at least 2 bands; above 0.95 it proposes candidates at 0.95 and verification decides.
+        self.lsh = MinHashLSH(threshold=min(threshold, 0.95), num_perm=self.NUM_PERM)
         self.threshold = threshold
+        self._signatures: list = []
+        self._where: list[str] = []
 
     def _signature(self, text: str):
         text = text[: self.MAX_CHARS]
         n = self.SHINGLE
         shingles = {text[i:i + n] for i in range(max(1, len(text) - n + 1))}
-        m = self._minhash(num_perm=self.NUM_PERM, hashfunc=_hash32)
+        m = self._minhash(num_perm=self.NUM_PERM, hashfunc=_hash32, permutations=self._permutations,
+                          scheme=self._scheme)
         m.update_batch([s.encode("utf-8", "surrogatepass") for s in shingles])
         return m
 
     def check(self, normal_form: str, where: str) -> None:
         signature = self._signature(normal_form)
-        similar = self.lsh.query(signature)
-        if similar:
-            raise RowError("near_duplicate", f"near duplicate of {min(similar)} (estimated Jaccard >= "
-                                             f"{self.threshold:g})")
-        self.lsh.insert(where, signature, check_duplication=False)
+        best, best_id = 0.0, -1
+        for candidate in self.lsh.query(signature):
+            similarity = float((self._signatures[candidate] == signature.hashvalues).mean())
+            if similarity > best or (similarity == best and candidate < best_id):
+                best, best_id = similarity, candidate
+        if best_id >= 0 and best >= self.threshold:
+            raise RowError("near_duplicate", f"near duplicate of {self._where[best_id]} (estimated Jaccard "
+                                             f"{best:.2f} >= {self.threshold:g})")
+        key = len(self._signatures)
+        self._signatures.append(signature.hashvalues.copy())
+        self._where.append(where)
+        self.lsh.insert(key, signature, check_duplication=False)
 
 
 def _hash32(data: bytes) -> int:
