@@ -18,3 +18,34 @@ def tiny_loaded(tiny_model_dir: Path):
     from tuneops.runtime.serve.loader import load
 
     return load(str(tiny_model_dir))
+
+
+@pytest.fixture(scope="session")
+def server(tiny_loaded):
+    """A real uvicorn server on 127.0.0.1:<free port> serving the tiny model."""
+    from tuneops.runtime.serve.server import BackgroundServer
+    from tuneops.runtime.serve.state import ServeConfig
+
+    with BackgroundServer(ServeConfig(max_total_tokens=512, max_input_tokens=256), lambda: tiny_loaded) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def greedy(tiny_loaded):
+    """Reference: transformers' own greedy `generate` for a prompt (text in, new text out)."""
+    import torch
+
+    tok, model = tiny_loaded.tokenizer, tiny_loaded.model
+
+    def complete(prompt: str, max_new_tokens: int, *, add_special_tokens: bool = True) -> str:
+        ids = torch.tensor([tok(prompt, add_special_tokens=add_special_tokens)["input_ids"]])
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                             do_sample=False, pad_token_id=tok.pad_token_id)
+        return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+    def chat(messages: list[dict], max_new_tokens: int) -> str:
+        prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return complete(prompt, max_new_tokens, add_special_tokens=False)
+
+    complete.chat = chat  # type: ignore[attr-defined]
+    return complete
