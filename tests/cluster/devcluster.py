@@ -204,6 +204,7 @@ def build(force: bool = False) -> Paths:
                              "(tests/cluster/main.go) and needs Go >= 1.25. Install Go, or set "
                              "TUNEOPS_SKIP_KUBE=1 to skip the Kubernetes tests.")
         tmp = Path(tempfile.mkdtemp(prefix=p.dir.name + ".tmp-", dir=root))
+        tmp.chmod(0o755)
         try:
             info = {"go": subprocess.run([go, "version"], capture_output=True, text=True).stdout.strip()}
             info["cluster_build_s"] = _run_timed(
