@@ -8,6 +8,7 @@ which is also where the RBAC rules come from (see rbac.py).
 from __future__ import annotations
 
 import json
+import os
 import threading
 import uuid
 from dataclasses import dataclass
@@ -185,6 +186,7 @@ def load_config() -> kubernetes.client.Configuration:
     try:
         kubernetes.config.load_incluster_config(client_configuration=config)
     except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config(client_configuration=config)
+        # $KUBECONFIG read now, not when kubernetes was imported (its default is frozen at import time).
+        kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=config)
     config.connection_pool_maxsize = 32
     return config

@@ -17,7 +17,7 @@ from typing import Any
 import kopf
 
 from . import handlers, metrics
-from .kube import Kube
+from .kube import Kube, load_config
 from .reconcile import Reconciler
 from .settings import OperatorSettings
 from .workqueue import WorkQueue
@@ -44,6 +44,17 @@ def build(settings: OperatorSettings, kube: Kube | None = None) -> tuple[kopf.Op
     queue = WorkQueue(Reconciler(kube, settings), workers=settings.workers)
     registry = kopf.OperatorRegistry()
     handlers.register(registry, queue, kube)
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        # A private registry has none of kopf's default login handlers: log in as the reconcilers do.
+        config = load_config()
+        header = config.get_api_key_with_prefix("BearerToken") or config.get_api_key_with_prefix("authorization")
+        scheme, _, token = (header or "").rpartition(" ")
+        return kopf.ConnectionInfo(
+            server=config.host, ca_path=config.ssl_ca_cert, insecure=not config.verify_ssl,
+            scheme=scheme or ("Bearer" if token else None), token=token or None,
+            certificate_path=config.cert_file, private_key_path=config.key_file)
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
