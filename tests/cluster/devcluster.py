@@ -185,6 +185,11 @@ def _link_bin(p: Paths) -> None:
             link.symlink_to(f)
 
 
+def is_built() -> bool:
+    """True when build() has nothing to do."""
+    return _complete(_paths(cache_root() / f"cluster-{source_hash()}"))
+
+
 def build(force: bool = False) -> Paths:
     """Build cluster + kwok and extract kubectl + helm, once per source hash."""
     root = cache_root()
@@ -415,9 +420,9 @@ def main(argv: list | None = None) -> int:
                 print(f)
         elif a.command == "up":
             with contextlib.suppress(ClusterError):
-                if attach(a.state).alive():
+                if (c := attach(a.state)).alive():
                     print(f"already running; state in {a.state}", file=sys.stderr)
-                    print(f"export KUBECONFIG={Path(a.state).resolve() / 'admin.kubeconfig'}")
+                    print(f"export KUBECONFIG={c.kubeconfig} PATH={c.paths.dir}:$PATH")
                     return 0
             if Path(a.state).exists():
                 shutil.rmtree(a.state)  # fresh etcd each time

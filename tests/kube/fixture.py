@@ -130,6 +130,11 @@ def pytest_collection_finish(session):
         return
     if session.config.option.collectonly:
         return
+    if not devcluster.is_built():
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line("tuneops: building the test Kubernetes cluster from Go modules "
+                                f"(cold: ~20 min on 2 cores; cached in {devcluster.cache_root()})")
     try:
         devcluster.build()
     except devcluster.BuildError as e:
