@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import hashlib
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -8,8 +11,20 @@ from .tiny import make_tiny_model
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+def tiny_model_dir() -> Path:
+    """Built once per machine (keyed by the builder's source) and reused: reading the tokenizer out of the
+    GGUF is the slow part (~20 s)."""
+    source = (Path(__file__).parent / "tiny.py").read_bytes()
+    target = Path(tempfile.gettempdir()) / "tuneops-test-cache" / f"tiny-serve-{hashlib.sha256(source).hexdigest()[:12]}"
+    if not (target / "config.json").is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=target.parent))
+        make_tiny_model(staging)
+        try:
+            staging.rename(target)  # atomic: a concurrent session either wins or finds it complete
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 @pytest.fixture(scope="session")
