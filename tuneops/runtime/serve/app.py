@@ -273,6 +273,8 @@ def _openai_routes(app: FastAPI, state: ServerState) -> None:
         state.require_ready()
         params = chat_to_parameters(req)
         prepared = state.prepare(render_chat(req), params, field_name="messages", add_special_tokens=False)
+        # Drift compares what users write with the training prompts (system + user texts, no template).
+        prepared.drift_text = "\n".join(m.text() for m in req.messages if m.role in ("system", "user"))
         created, model = int(time.time()), model_name(req.model)
         base = {"id": "", "created": created, "model": model, "system_fingerprint": state.config.fingerprint}
         if not req.stream:

@@ -15,7 +15,7 @@ from tuneops import __version__
 
 from . import errors
 from .batcher import Batcher
-from .drift import DriftMonitor, DriftProfile
+from .drift import PROFILE_FILE, DriftMonitor, DriftProfile, build_profile, prompts_from_jsonl
 from .engine import Engine, ErrorEvent, SamplingParams, Sequence, TokenEvent
 from .loader import LoadedModel
 from .metrics import ServeMetrics
@@ -38,7 +38,7 @@ class ServeConfig:
     drain_timeout_s: float = 30.0
     api_token: str | None = None           # bearer token; None = no auth
     cors_origins: list[str] = field(default_factory=list)  # empty = CORS off
-    drift_profile: Path | None = None
+    drift_reference: Path | None = None    # a drift profile (.json) or reference prompts (.jsonl)
     drift_window: int = 200
     drift_min_samples: int = 30
     psi_threshold: float = 0.25
@@ -57,6 +57,7 @@ class Prepared:
     input_ids: list[int]
     sampling: SamplingParams
     params: GenerateParameters
+    drift_text: str | None = None  # what drift is measured on when it is not the raw input (chat: the messages)
 
 
 @dataclass
@@ -94,9 +95,10 @@ class ServerState:
             self.batcher = Batcher(self.engine, max_concurrent_requests=self.config.max_concurrent_requests,
                                    metrics=self.metrics)
             self.batcher.start()
-            if self.config.drift_profile:
-                self.drift = DriftMonitor(DriftProfile.load(self.config.drift_profile),
-                                          window=self.config.drift_window, min_samples=self.config.drift_min_samples,
+            profile = self._drift_profile()
+            if profile is not None:
+                self.drift = DriftMonitor(profile, window=self.config.drift_window,
+                                          min_samples=self.config.drift_min_samples,
                                           psi_threshold=self.config.psi_threshold)
             self.ready = True
             self.metrics.ready.set(1)
@@ -107,6 +109,18 @@ class ServerState:
             log.exception("model failed to load")
         finally:
             self.started.set()
+
+    def _drift_profile(self) -> DriftProfile | None:
+        """--drift-reference (profile .json or prompts .jsonl), else drift_profile.json beside the model."""
+        reference = self.config.drift_reference
+        if reference is None and self.loaded is not None:
+            beside = self.loaded.directory / PROFILE_FILE
+            reference = beside if beside.is_file() else None
+        if reference is None:
+            return None
+        if Path(reference).suffix == ".jsonl":
+            return build_profile(self.tokenize(p) for p in prompts_from_jsonl(Path(reference)))
+        return DriftProfile.load(Path(reference))
 
     def _warm_up(self) -> None:
         """One tiny generation so the first request does not pay for lazy initialisation."""
@@ -196,7 +210,8 @@ class ServerState:
         self.metrics.max_new_tokens.observe(prepared.sampling.max_new_tokens)
         self.metrics.tokens_in.inc(len(prepared.input_ids))
         if self.drift:
-            self.drift.observe(prepared.input_ids)
+            self.drift.observe(self.tokenize(prepared.drift_text) if prepared.drift_text is not None
+                               else prepared.input_ids)
         return seq, events
 
     async def stream(self, seq: Sequence, events: asyncio.Queue) -> AsyncIterator[TokenEvent | None]:
