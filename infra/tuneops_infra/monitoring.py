@@ -3,6 +3,7 @@ retention, alarms on node health and GPU health, and a monthly budget alarm; all
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import pulumi_aws as aws
@@ -23,11 +24,14 @@ class Monitoring:
     budget: aws.budgets.Budget
 
 
-def build_monitoring(ctx: Context, cluster: Cluster, roles: WorkloadRoles, key: aws.kms.Key) -> Monitoring:
+def build_monitoring(ctx: Context, cluster: Cluster, roles: WorkloadRoles) -> Monitoring:
     cfg = ctx.cfg
     name = cfg.name
-    topic = aws.sns.Topic(f"{name}-alerts", kms_master_key_id="alias/aws/sns", tags=ctx.tags(f"{name}-alerts"),
-                          opts=ctx.opts())
+    # Not encrypted with the AWS-managed SNS key on purpose: CloudWatch and Budgets cannot publish to a topic
+    # encrypted with it, and alert texts hold no data.
+    topic = aws.sns.Topic(f"{name}-alerts", tags=ctx.tags(f"{name}-alerts"), opts=ctx.opts())
+    aws.sns.TopicPolicy(f"{name}-alerts", arn=topic.arn, policy=topic.arn.apply(alert_topic_policy),
+                        opts=ctx.opts(parent=topic))
     for i, email in enumerate(cfg.alarm_emails):
         aws.sns.TopicSubscription(f"{name}-alerts-{i}", topic=topic.arn, protocol="email", endpoint=email,
                                   opts=ctx.opts(parent=topic))
@@ -64,6 +68,15 @@ def build_monitoring(ctx: Context, cluster: Cluster, roles: WorkloadRoles, key: 
         ],
         tags=ctx.tags(f"{name}-monthly"), opts=ctx.opts())
     return Monitoring(topic=topic, alarms=alarms, budget=budget)
+
+
+def alert_topic_policy(topic_arn: str) -> str:
+    """AWS Budgets publishes as its service principal, which the default topic policy does not allow."""
+    return json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Sid": "Budgets", "Effect": "Allow", "Principal": {"Service": "budgets.amazonaws.com"},
+        "Action": "SNS:Publish", "Resource": topic_arn}, {
+        "Sid": "CloudWatch", "Effect": "Allow", "Principal": {"Service": "cloudwatch.amazonaws.com"},
+        "Action": "SNS:Publish", "Resource": topic_arn}]})
 
 
 def _alarm(ctx: Context, topic: aws.sns.Topic, suffix: str, description: str, metric: str,

@@ -26,7 +26,7 @@ def build(cfg: InfraConfig) -> dict[str, Any]:
     repos = build_registries(ctx, storage.key)
     cluster = build_cluster(ctx, network, storage.key)
     roles = build_workload_roles(ctx, cluster, storage)
-    monitoring = build_monitoring(ctx, cluster, roles, storage.key)
+    monitoring = build_monitoring(ctx, cluster, roles)
     database = build_database(ctx, network, cluster, storage.key) if cfg.database.enabled else None
     apps = build_apps(ctx, cluster, storage, roles, repos, database) if cfg.charts.deploy else None
     return {

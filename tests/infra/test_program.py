@@ -279,6 +279,9 @@ def test_alarms_and_budget_notify_the_alert_topic(stack):
     [budget] = stack.of_type("aws:budgets/budget:Budget")
     assert float(budget.inputs["limitAmount"]) == stack.cfg.monthly_budget_usd
     assert all(n["subscriberSnsTopicArns"] == [topic] for n in budget.inputs["notifications"])
+    [topic_policy] = stack.of_type("aws:sns/topicPolicy:TopicPolicy")
+    publishers = {st["Principal"]["Service"] for st in json.loads(topic_policy.inputs["policy"])["Statement"]}
+    assert publishers == {"budgets.amazonaws.com", "cloudwatch.amazonaws.com"}
     emails = [s.inputs["endpoint"] for s in stack.of_type("aws:sns/topicSubscription:TopicSubscription")]
     assert emails == list(stack.cfg.alarm_emails)
 
