@@ -41,8 +41,25 @@ def load_documents(path: str | Path) -> Iterator[Document]:
             yield Document(f"{path}#{i}", body)
 
 
+class _KubeSafeDumper(yaml.SafeDumper):
+    """Quotes strings that Go's YAML 1.1 parser (kubectl, the apiserver) would read as booleans: PyYAML
+    leaves `n` or `y` bare, Go reads them as false/true."""
+
+
+_GO_YAML_BOOLS = {v for w in ("y", "yes", "n", "no", "true", "false", "on", "off") for v in (w, w.upper(), w.title())}
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "'" if value in _GO_YAML_BOOLS else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_KubeSafeDumper.add_representer(str, _represent_str)
+
+
 def dump_yaml(obj: Any) -> str:
-    return yaml.safe_dump(obj, sort_keys=False, default_flow_style=False, width=120, allow_unicode=True)
+    return yaml.dump(obj, Dumper=_KubeSafeDumper, sort_keys=False, default_flow_style=False, width=120,
+                     allow_unicode=True)
 
 
 def write_atomic(path: str | Path, text: str) -> None:

@@ -53,13 +53,29 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
                 continue  # extra="forbid": the apiserver prunes or (kubectl --validate=strict) rejects unknowns
             out[key] = _structural(value, defs)
         elif key == "default" and isinstance(value, dict) and value:
-            continue  # only empty-object defaults (see TuneopsModel); values come from nested defaults
+            continue  # only empty-object defaults (see TuneopsModel), filled by _materialize_defaults
         else:
             out[key] = value
     if "enum" in out and "type" not in out:
         sample = out["enum"][0]
         out["type"] = "integer" if isinstance(sample, int) else "string"
     return out
+
+
+def _materialize_defaults(node: Any) -> Any:
+    """Replace `default: {}` with the object its nested defaults make, bottom-up.
+
+    The apiserver validates a default as written (CEL rules included) without applying nested defaults
+    to it first, so `{}` would fail rules such as `self.strategy != 'none' || ...`.
+    """
+    if isinstance(node, list):
+        return [_materialize_defaults(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: _materialize_defaults(v) for k, v in node.items()}
+    if node.get("default") == {} and "properties" in node:
+        node["default"] = {k: v["default"] for k, v in node["properties"].items() if "default" in v}
+    return node
 
 
 def _conditions_as_map(schema: dict[str, Any]) -> None:
@@ -73,8 +89,10 @@ def _conditions_as_map(schema: dict[str, Any]) -> None:
 def openapi_schema(kind: Kind) -> dict[str, Any]:
     spec_json = kind.spec.model_json_schema(by_alias=True, mode="validation")
     status_json = kind.status.model_json_schema(by_alias=True, mode="validation")
-    spec = _structural({k: v for k, v in spec_json.items() if k != "$defs"}, spec_json.get("$defs", {}))
-    status = _structural({k: v for k, v in status_json.items() if k != "$defs"}, status_json.get("$defs", {}))
+    spec = _materialize_defaults(
+        _structural({k: v for k, v in spec_json.items() if k != "$defs"}, spec_json.get("$defs", {})))
+    status = _materialize_defaults(
+        _structural({k: v for k, v in status_json.items() if k != "$defs"}, status_json.get("$defs", {})))
     _conditions_as_map(status)
     if kind.immutable_spec:
         spec.setdefault("x-kubernetes-validations", []).append(
