@@ -233,4 +233,7 @@ class ResourcesSpec(TuneopsModel):
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
     priority_class_name: str | None = Field(default=None, pattern=DNS_NAME, max_length=253)
+    service_account_name: str | None = Field(
+        default=None, pattern=DNS_NAME, max_length=253,
+        description="ServiceAccount the pods run as, e.g. one bound to a cloud IAM role (IRSA).")
 
