@@ -199,8 +199,9 @@ func main() {
 		"--secure-port=0",
 		"--service-account-private-key-file=" + p("sa.key"),
 		"--root-ca-file=" + p("tls.crt"),
+		// All controllers use the admin kubeconfig (no per-controller SAs).
 		"--use-service-account-credentials=false",
-		// Controllers react fast; GC picks up new CRDs quickly.
+		// More GC workers: tests delete many owners at once.
 		"--concurrent-gc-syncs=10",
 	})
 	go func() {
