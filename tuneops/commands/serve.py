@@ -1,0 +1,77 @@
+"""`tuneops serve --version NAME@VERSION|NAME@latest|PATH`: the TGI-compatible built-in server.
+
+Same HTTP API as Hugging Face TGI (POST /, /generate, /generate_stream, /v1/chat/completions, ...), so clients
+do not change between a laptop and a cluster. Settings also come from TGI's environment variable names
+(PORT, MAX_INPUT_TOKENS, MAX_TOTAL_TOKENS, MAX_CONCURRENT_REQUESTS), as in a TGI pod spec.
+"""
+
+import argparse
+import os
+import sys
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value and value.isdigit() else default
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("serve", help="serve a model version over TGI-compatible HTTP")
+    p.add_argument("--version", required=True, metavar="NAME@VERSION|NAME@latest|PATH",
+                   help="registry version (TUNEOPS_HOME/registry) or a model / version directory")
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=_env_int("PORT", 3000))
+    p.add_argument("--max-input-tokens", type=int, default=_env_int("MAX_INPUT_TOKENS", 1024))
+    p.add_argument("--max-total-tokens", type=int, default=_env_int("MAX_TOTAL_TOKENS", 2048))
+    p.add_argument("--max-concurrent-requests", type=int, default=_env_int("MAX_CONCURRENT_REQUESTS", 128),
+                   help="admitted requests (queued + generating); above it requests get 429")
+    p.add_argument("--max-batch-size", type=int, default=16, help="sequences decoded together")
+    p.add_argument("--request-timeout", type=float, default=120.0, metavar="SECONDS")
+    p.add_argument("--drain-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="on SIGTERM, how long in-flight requests may take to finish")
+    p.add_argument("--api-token-file", metavar="FILE",
+                   help="require `Authorization: Bearer <token>` (or set TUNEOPS_API_TOKEN)")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN", help="allow CORS from ORIGIN")
+    p.add_argument("--drift-reference", metavar="FILE",
+                   help="drift reference: a profile (.json) or training prompts (.jsonl); default: "
+                        "drift_profile.json in the version directory, if any")
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(func=cmd_serve)
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    if args.api_token_file:
+        try:
+            token = open(args.api_token_file, encoding="utf-8").read().strip()
+        except OSError as exc:
+            raise SystemExit(f"--api-token-file {args.api_token_file}: cannot read: {exc}") from None
+        if not token:
+            raise SystemExit(f"--api-token-file {args.api_token_file}: file is empty")
+        return token
+    return os.environ.get("TUNEOPS_API_TOKEN") or None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tuneops.runtime.serve import logs
+    from tuneops.runtime.serve.loader import VersionNotFound, load, resolve_version
+    from tuneops.runtime.serve.server import serve_forever
+    from tuneops.runtime.serve.state import ServeConfig
+
+    if args.max_input_tokens >= args.max_total_tokens:
+        print("--max-input-tokens must be < --max-total-tokens", file=sys.stderr)
+        return 2
+    try:
+        resolve_version(args.version)  # fail fast, before the port opens
+    except VersionNotFound as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    logs.configure(args.log_level)
+    config = ServeConfig(
+        max_input_tokens=args.max_input_tokens, max_total_tokens=args.max_total_tokens,
+        max_concurrent_requests=args.max_concurrent_requests, max_batch_size=args.max_batch_size,
+        request_timeout_s=args.request_timeout, drain_timeout_s=args.drain_timeout, api_token=_token(args),
+        cors_origins=args.cors_origin, drift_reference=Path(args.drift_reference) if args.drift_reference else None)
+    serve_forever(config, lambda: load(args.version), host=args.host, port=args.port)
+    return 0
