@@ -16,8 +16,10 @@ from tuneops.api.dataset import CleaningSpec
 # C0/C1 controls except \n and \t, plus invisible characters that only corrupt tokenisation (BOM, zero
 # width space, word joiner) and lone surrogates (from "\ud800" JSON escapes; they cannot be written as UTF-8).
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufeff\u200b\u2060\ud800-\udfff]")
+_CONTROL_OR_NEWLINE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ufeff\u200b\u2060\ud800-\udfff\u2028\u2029]")
 _NEWLINES = re.compile("\r\n?|[\u2028\u2029\x85]")
-_NEEDS_WS = re.compile(r"[^\S\n ]|  |\s\n|\n\n\n|^\s|\s$")
+_UNICODE_SPACE = re.compile(r"[^\S\n\r\t\x0b\x0c ]")  # NBSP, ideographic space, ...
+_ASCII_WS = " \t\n\r\x0b\x0c"
 _WS_RUN = re.compile(r"(?<=\S)[^\S\n]{2,}|[^\S\n ]")  # internal runs (leading indentation is kept)
 _TRAILING = re.compile(r"[^\S\n]+(?=\n)")
 _BLANK_LINES = re.compile(r"\n{3,}")
@@ -41,7 +43,7 @@ def normalize_unicode(text: str) -> str:
 
 
 def strip_control_chars(text: str) -> str:
-    if text.isascii() and text.isprintable():
+    if text.isprintable() or not _CONTROL_OR_NEWLINE.search(text):  # one C-level scan for clean text
         return text
     if "\r" in text or not text.isascii():
         text = _NEWLINES.sub("\n", text)
@@ -49,7 +51,10 @@ def strip_control_chars(text: str) -> str:
 
 
 def collapse_whitespace(text: str) -> str:
-    if not _NEEDS_WS.search(text):
+    # Substring tests are memchr-fast; the regexes only run when one of them hits.
+    if not text or not ("  " in text or "\t" in text or " \n" in text or "\n\n\n" in text
+                        or text[0].isspace() or text[-1].isspace() or "\x0b" in text or "\x0c" in text
+                        or "\r" in text or (not text.isascii() and _UNICODE_SPACE.search(text))):
         return text
     text = _WS_RUN.sub(" ", text)
     text = _TRAILING.sub("", text)
@@ -91,30 +96,48 @@ def build_cleaner(spec: CleaningSpec) -> Callable[[str], str]:
         steps.append(collapse_whitespace)
     if not steps:
         return lambda text: text
-    if len(steps) == 3 and steps == [normalize_unicode, strip_control_chars, collapse_whitespace]:
-        def default_cleaner(text: str) -> str:  # the default rule set, inlined: this is the hot path
+    if steps == [normalize_unicode, strip_control_chars, collapse_whitespace]:
+        def clean(text: str) -> str:  # the default rule set, inlined: this is the hot path
             if text.isascii():
-                if not text.isprintable():
-                    text = strip_control_chars(text)
+                if text.isprintable():  # no control chars, tabs or newlines: only spaces can need work
+                    if "  " not in text and text[:1] != " " and text[-1:] != " ":
+                        return text
+                    return collapse_whitespace(text)
+                text = strip_control_chars(text)
             else:
                 text = strip_control_chars(unicodedata.normalize("NFC", text))
             return collapse_whitespace(text)
-        return default_cleaner
+        return clean
 
-    def cleaner(text: str) -> str:
+    def composed(text: str) -> str:
         for step in steps:
             text = step(text)
         return text
-    return cleaner
+    return composed
+
+
+def memoized(clean: Callable[[str], str], max_len: int = 1024, max_entries: int = 4096) -> Callable[[str], str]:
+    """For system turns: datasets repeat the same few system prompts on most rows, so clean each once
+    (other turns are mostly unique, where a cache would only add hashing)."""
+    cache: dict[str, str] = {}
+
+    def cached(text: str) -> str:
+        hit = cache.get(text)
+        if hit is not None:
+            return hit
+        out = clean(text)
+        if len(text) <= max_len:
+            if len(cache) >= max_entries:
+                cache.clear()
+            cache[text] = out
+        return out
+    return cached
 
 
 def dedupe_text(messages: list[dict[str, str]]) -> str:
     """Language-agnostic normal form for exact dedupe: NFKC, case-folded, whitespace runs to one space,
     roles kept (the same text as a question and as an answer is not a duplicate)."""
-    parts = []
-    for m in messages:
-        text = m["content"]
-        if not text.isascii():
-            text = unicodedata.normalize("NFKC", text)
-        parts.append(m["role"][0] + ":" + " ".join(text.casefold().split()))
-    return "\x1e".join(parts)
+    text = "\x00".join([m["role"][0] + ":" + m["content"] for m in messages])
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text)
+    return " ".join(text.casefold().split())

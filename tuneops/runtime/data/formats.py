@@ -116,23 +116,36 @@ def _turn_list(row: dict, column: str) -> list:
 
 def _turns(items: list, column: str, role_key: str, content_key: str, roles: dict[str, str]) -> Messages:
     out = []
-    for i, item in enumerate(items):
-        where = f"{column}[{i}]"
-        if not isinstance(item, dict):
-            raise RowError("wrong_type", f"expected an object with '{role_key}' and '{content_key}', got "
-                                         f"{_type_name(item)}", where)
-        role = item.get(role_key)
-        if not isinstance(role, str) or role.lower() not in roles:
-            shown = "missing" if role is None else repr(role)
-            raise RowError("bad_role", f"role {shown} is not one of {', '.join(sorted(set(roles)))}",
-                           f"{where}.{role_key}")
-        content = item.get(content_key, _MISSING)
-        if content is None and item.get("tool_calls"):
-            raise RowError("unsupported_content", "tool calls are not supported", f"{where}.tool_calls")
-        if content is _MISSING or content is None:
-            raise RowError("missing_field", f"missing field '{content_key}'", f"{where}.{content_key}")
-        out.append({"role": roles[role.lower()], "content": _text(content, f"{where}.{content_key}")})
+    for item in items:
+        # Fast path: a well-formed turn (the overwhelming majority) costs two lookups and a dict.
+        if type(item) is dict:
+            role = item.get(role_key)
+            role = roles.get(role) if type(role) is str else None
+            content = item.get(content_key)
+            if role is not None and type(content) is str:
+                out.append({"role": role, "content": content})
+                continue
+        out.append(_slow_turn(item, len(out), column, role_key, content_key, roles))
     return out
+
+
+def _slow_turn(item: Any, i: int, column: str, role_key: str, content_key: str, roles: dict[str, str]) -> dict:
+    """A turn that missed the fast path: accept what is only spelled differently, explain the rest."""
+    where = f"{column}[{i}]"
+    if not isinstance(item, dict):
+        raise RowError("wrong_type", f"expected an object with '{role_key}' and '{content_key}', got "
+                                     f"{_type_name(item)}", where)
+    role = item.get(role_key)
+    if not isinstance(role, str) or role.lower() not in roles:
+        shown = "missing" if role is None else repr(role)
+        raise RowError("bad_role", f"role {shown} is not one of {', '.join(sorted(set(roles)))}",
+                       f"{where}.{role_key}")
+    content = item.get(content_key, _MISSING)
+    if content is None and item.get("tool_calls"):
+        raise RowError("unsupported_content", "tool calls are not supported", f"{where}.tool_calls")
+    if content is _MISSING or content is None:
+        raise RowError("missing_field", f"missing field '{content_key}'", f"{where}.{content_key}")
+    return {"role": roles[role.lower()], "content": _text(content, f"{where}.{content_key}")}
 
 
 class Converter:

@@ -23,7 +23,7 @@ import xxhash
 from tuneops.api.dataset import DatasetSpec
 
 from .checks import check_chars, check_turns
-from .cleaning import build_cleaner, dedupe_text
+from .cleaning import build_cleaner, dedupe_text, memoized
 from .dedupe import ExactDeduper, NearDeduper, row_hash
 from .errors import FILTERED_REASONS, INVALID_REASONS, DataError, RowError
 from .formats import Converter, Messages, missing_columns
@@ -35,6 +35,7 @@ from .tokens import TokenCounter, tokenizer_fingerprint
 
 PIPELINE_VERSION = "tuneops-data/1"  # bump when the processing changes what comes out for the same input
 SPLITS = ("train", "validation", "test")
+_INV_2_64 = 1.0 / 2.0 ** 64
 TOKEN_BATCH = 256
 
 
@@ -86,20 +87,27 @@ def _sha256_json(obj: Any) -> str:
 
 
 class _Output:
-    """One JSONL output file: written once, hashed and counted as it is written."""
+    """One JSONL output file: written once, hashed and counted as it is written. Lines are buffered and
+    written (and hashed: sha256 of the concatenation is the same) 1024 at a time."""
 
     def __init__(self, path: Path):
         self.path = path
         self.fh = path.open("wb", buffering=1 << 20)
         self.sha = hashlib.sha256()
         self.rows = 0
+        self.buffer: list[bytes] = []
+        self.write = self.buffer.append  # hot path: a bound list.append, flushed by the pipeline
 
-    def write(self, line: bytes) -> None:
-        self.fh.write(line)
-        self.sha.update(line)
-        self.rows += 1
+    def flush(self) -> None:
+        if self.buffer:
+            data = b"".join(self.buffer)
+            self.rows += len(self.buffer)
+            self.buffer.clear()
+            self.fh.write(data)
+            self.sha.update(data)
 
     def close(self) -> None:
+        self.flush()
         self.fh.flush()
         os.fsync(self.fh.fileno())
         self.fh.close()
@@ -132,7 +140,7 @@ class _Splitter:
         self.validation, self.test, self.seed, self.max_validation = validation, test, seed, max_validation
 
     def bucket(self, key: int) -> tuple[str, float]:
-        u = xxhash.xxh3_64_intdigest(key.to_bytes(8, "little"), seed=self.seed) / 2.0 ** 64
+        u = xxhash.xxh3_64_intdigest(key.to_bytes(8, "little"), seed=self.seed) * _INV_2_64
         if u < self.validation:
             return "validation", u
         if u < self.validation + self.test:
@@ -231,6 +239,7 @@ def _run(spec: DatasetSpec, sources: list[SourceFile], tmp: Path, tokenizer: Any
     convert = Converter(spec.format, spec.fields, spec.system_prompt)
     field_of = convert.field_of
     clean = build_cleaner(c)
+    clean_system = memoized(clean)
     redactor = Redactor() if c.redact_pii else None
     exact = ExactDeduper() if c.dedupe in ("exact", "near") else None
     near = NearDeduper(c.near_duplicate_threshold) if c.dedupe == "near" else None
@@ -242,6 +251,8 @@ def _run(spec: DatasetSpec, sources: list[SourceFile], tmp: Path, tokenizer: Any
     min_chars, max_chars, max_samples = c.min_chars, c.max_chars, spec.max_samples
 
     outputs = {name: _Output(tmp / f"{name}.jsonl") for name in SPLITS}
+    xxh3, seed = xxhash.xxh3_64_intdigest, spec.split.seed  # the split, inlined from _Splitter.bucket
+    val_cut, test_cut = spec.split.validation, spec.split.validation + spec.split.test
     rejects = _Output(tmp / "rejects.jsonl")
     counts, dist = _Counts(), Distributions()
     held_out: list[tuple[float, int]] = []  # capped validation: (-u, key), a max-heap on u
@@ -261,13 +272,16 @@ def _run(spec: DatasetSpec, sources: list[SourceFile], tmp: Path, tokenizer: Any
             record["row"] = raw.decode("utf-8", "backslashreplace") if raw is not None else repr(type(row))
             data = dumps_lenient(record)
         rejects.write(data + b"\n")
+        if len(rejects.buffer) >= 256:
+            rejects.flush()
 
     def emit(messages: Messages, key: int, chars: int, tokens: int | None) -> None:
         nonlocal order
         line = dumps({"messages": messages}) + b"\n"
         counts.kept += 1
         dist.add(messages, chars, tokens)
-        split, u = splitter.bucket(key)
+        u = xxh3(key.to_bytes(8, "little"), seed=seed) * _INV_2_64
+        split = "validation" if u < val_cut else ("test" if u < test_cut else "train")
         order += 1
         if split != "train" and v.check_leakage:
             leak_keys[split].add(xxhash.xxh3_64_intdigest(line))
@@ -324,9 +338,11 @@ def _run(spec: DatasetSpec, sources: list[SourceFile], tmp: Path, tokenizer: Any
             for line, obj, error, raw in rows:
                 counts.read += 1
                 tick += 1
-                if tick == 2048:
+                if tick == 1024:
                     bar.update(tick)
                     tick = 0
+                    for out in outputs.values():
+                        out.flush()
                 if not checked_columns and stats.columns:
                     checked_columns = True
                     _check_columns(spec, convert, stats, uri)
@@ -335,13 +351,12 @@ def _run(spec: DatasetSpec, sources: list[SourceFile], tmp: Path, tokenizer: Any
                     continue
                 try:
                     messages = convert(obj)
-                    for m in messages:
-                        m["content"] = clean(m["content"])
-                    check_turns(messages, field_of, require_assistant=require_assistant,
-                                assistant_first=assistant_first)
                     chars = 0
                     for m in messages:
-                        chars += len(m["content"])
+                        m["content"] = text = (clean_system if m["role"] == "system" else clean)(m["content"])
+                        chars += len(text)
+                    check_turns(messages, field_of, require_assistant=require_assistant,
+                                assistant_first=assistant_first)
                     check_chars(chars, min_chars, max_chars)
                     if redactor is not None:
                         for m in messages:
