@@ -64,3 +64,11 @@ def generate_answers(model, tokenizer, rows: list[dict], max_new_tokens: int = 3
                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
         answers.append(tokenizer.decode(out[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True))
     return answers
+
+
+def tiny_job(model_dir: Path, **training: Any) -> dict[str, Any]:
+    """small_job() on a tiny random llama3-family model: seconds per run, for mechanics (resume, DDP,
+    tracking), not for quality."""
+    doc = small_job(**{"learningRate": 3e-3, **training})
+    doc["spec"]["baseModel"] = {"family": "llama3", "source": {"path": str(model_dir)}}
+    return doc

@@ -93,7 +93,9 @@ class RemoteCheckpoints:
         remote = f"{self.root}/{checkpoint.name}"
         files = sorted(p for p in checkpoint.rglob("*") if p.is_file() and p.name != COMPLETE)
         for path in files:
-            self.fs.put_file(str(path), f"{remote}/{path.relative_to(checkpoint).as_posix()}")
+            destination = f"{remote}/{path.relative_to(checkpoint).as_posix()}"
+            self.fs.makedirs(destination.rsplit("/", 1)[0], exist_ok=True)  # local fs needs parents; s3: no-op
+            self.fs.put_file(str(path), destination)
         self.fs.pipe_file(f"{remote}/{COMPLETE}", (checkpoint / COMPLETE).read_bytes())
         for old in self.complete()[:-keep] if keep > 0 else []:
             self.fs.rm(old, recursive=True)

@@ -114,6 +114,10 @@ def build_sft_config(job: FineTuneJob, output_dir: Path, *, max_steps: int | Non
         # Padding-free: the batch is one flat sequence with position ids restarting per sample (no padding
         # FLOPs). TRL cannot truncate in this mode; the data pipeline already enforces maxSeqLength.
         kwargs.update(padding_free=True, max_length=None)
+    if job.spec.distribution.strategy != "none":
+        from .distributed import trainer_args
+
+        kwargs.update(trainer_args(job))
     return SFTConfig(**kwargs)
 
 
