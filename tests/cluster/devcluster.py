@@ -190,6 +190,27 @@ def is_built() -> bool:
     return _complete(_paths(cache_root() / f"cluster-{source_hash()}"))
 
 
+def _previous_tools(root: Path) -> Path | None:
+    """A complete earlier build dir whose kwok/kubectl/helm came from the same recipe."""
+    for d in sorted(root.glob("cluster-*"), key=lambda d: d.stat().st_mtime, reverse=True):
+        with contextlib.suppress(OSError, ValueError):
+            info = json.loads((d / "build-info.json").read_text())
+            if info.get("tools") == f"{KWOK_MODULE} {KUBECTL_DIST}" and _complete(_paths(d)):
+                return d
+    return None
+
+
+def _prune(root: Path, keep: Path, max_old: int = 2) -> None:
+    """Keep the newest few old build dirs (other checkouts may use them); ~300 MB each."""
+    old = sorted((d for d in root.glob("cluster-*") if d.is_dir() and d != keep and ".tmp-" not in d.name),
+                 key=lambda d: d.stat().st_mtime, reverse=True)
+    for d in old[max_old:]:
+        shutil.rmtree(d, ignore_errors=True)  # running binaries keep working (unlinked inode)
+    for d in root.glob("cluster-*.tmp-*"):  # left by a killed build
+        if time.time() - d.stat().st_mtime > 6 * 3600:
+            shutil.rmtree(d, ignore_errors=True)
+
+
 def build(force: bool = False) -> Paths:
     """Build cluster + kwok and extract kubectl + helm, once per source hash."""
     root = cache_root()
@@ -215,16 +236,25 @@ def build(force: bool = False) -> Paths:
             info["cluster_build_s"] = _run_timed(
                 [go, "build", "-trimpath", f"-ldflags={_cluster_ldflags()}", "-o", str(tmp / "cluster"), "."],
                 HERE, _go_env(), "go build cluster")
-            info["kwok_build_s"] = _run_timed(
-                [go, "install", "-trimpath", "-ldflags=-s -w", KWOK_MODULE],
-                tmp, _go_env({"GOBIN": str(tmp)}), "go install kwok")
-            _extract_kubectl_helm(tmp)
+            # kwok, kubectl and helm do not depend on our sources: reuse them
+            # from a previous build when the recipe is the same.
+            prev = _previous_tools(root)
+            if prev:
+                for tool in ("kwok", "kubectl", "helm"):
+                    shutil.copy2(prev / tool, tmp / tool)
+            else:
+                info["kwok_build_s"] = _run_timed(
+                    [go, "install", "-trimpath", "-ldflags=-s -w", KWOK_MODULE],
+                    tmp, _go_env({"GOBIN": str(tmp)}), "go install kwok")
+                _extract_kubectl_helm(tmp)
+            info["tools"] = f"{KWOK_MODULE} {KUBECTL_DIST}"
             (tmp / "build-info.json").write_text(json.dumps(info, indent=2) + "\n")
             if p.dir.exists():
                 shutil.rmtree(p.dir)
             tmp.rename(p.dir)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        _prune(root, keep=p.dir)
     _link_bin(p)
     return p
 
