@@ -195,3 +195,19 @@ def test_output_folder_is_replaced_atomically(tmp_path):
     with pytest.raises(DataError):
         prepare_dataset(make_spec(tmp_path / "missing.jsonl"), out_dir=out)
     assert read_jsonl(out / "train.jsonl")  # a failed run before writing leaves the previous output alone
+
+
+def test_worker_processes_give_byte_identical_output(tmp_path, word_tokenizer):
+    rows = [*ROWS[:300], *ROWS[:20], {"messages": "broken"}, chat("mail me at x@y.io", "ok"),
+            chat("reset my password please", " ".join(["hello world"] * 30))]
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    spec = make_spec(path, cleaning={"redactPII": True}, split={"validation": 0.2, "maxValidationSamples": 30},
+                     validation={"onTooLong": "truncate"})
+    inline = prepare_dataset(spec, out_dir=tmp_path / "inline", workers=0, tokenizer=word_tokenizer, max_seq_length=40)
+    pooled = prepare_dataset(spec, out_dir=tmp_path / "pooled", workers=2, tokenizer=word_tokenizer, max_seq_length=40)
+    assert pooled.version == inline.version
+    for name in ("train.jsonl", "validation.jsonl", "rejects.jsonl"):
+        assert (pooled.out_dir / name).read_bytes() == (inline.out_dir / name).read_bytes(), name
+    assert pooled.manifest["redactions"] == inline.manifest["redactions"] == {"email": 1}
+    assert pooled.manifest["rejectedByReason"] == {"duplicate": 20, "wrong_type": 1}
+    assert pooled.manifest["truncated"] == 1

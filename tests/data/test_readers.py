@@ -11,6 +11,7 @@ import pytest
 
 from tuneops.runtime.data import DataError, prepare_dataset
 from tuneops.runtime.data.readers import SourceStats, iter_rows, resolve_sources
+from tuneops.runtime.data.rowproc import Unparsed
 
 from .conftest import assert_accounted, chat, kept_rows, make_spec, read_jsonl, write_jsonl
 
@@ -18,10 +19,12 @@ ROWS = [chat(f"question {i}", f"answer {i}") for i in range(6)]
 
 
 def rows_of(path: Path | str, base_dir: Path | None = None) -> list[tuple]:
+    """(uri, line, row, error reason) as read; JSONL rows (read unparsed) are parsed here."""
     out = []
     for sf in resolve_sources(str(path), base_dir):
         stats = SourceStats(sf.uri)
-        out += [(sf.uri, line, obj, err.reason if err else None) for line, obj, err, _ in iter_rows(sf, stats)]
+        for line, obj, err, raw in iter_rows(sf, stats):
+            out.append((sf.uri, line, json.loads(raw) if isinstance(obj, Unparsed) else obj, err.reason if err else None))
     return out
 
 

@@ -31,6 +31,13 @@ class DataError(Exception):
             where = source + (f":{line}" if line is not None else "") + ": "
         super().__init__(where + (f"{field}: " if field else "") + message)
 
+    def __reduce__(self):  # picklable with its fields (worker processes)
+        return (_make_data_error, (self.message, self.source, self.line, self.field))
+
+
+def _make_data_error(message: str, source: str | None, line: int | None, field: str | None) -> DataError:
+    return DataError(message, source=source, line=line, field=field)
+
 
 class RowError(Exception):
     """One row is invalid or filtered out; `reason` is one of INVALID_REASONS or FILTERED_REASONS."""
@@ -38,3 +45,6 @@ class RowError(Exception):
     def __init__(self, reason: str, message: str, field: str | None = None):
         super().__init__(message)
         self.reason, self.message, self.field = reason, message, field
+
+    def __reduce__(self):  # picklable with its fields: rows are processed in worker processes
+        return (RowError, (self.reason, self.message, self.field))

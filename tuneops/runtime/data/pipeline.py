@@ -22,14 +22,14 @@ import xxhash
 
 from tuneops.api.dataset import DatasetSpec
 
-from .checks import check_chars, check_turns
-from .cleaning import build_cleaner, dedupe_text, memoized
+from .cleaning import dedupe_text
 from .dedupe import ExactDeduper, NearDeduper, row_hash
 from .errors import FILTERED_REASONS, INVALID_REASONS, DataError, RowError
-from .formats import Converter, Messages, missing_columns
-from .jsonfast import dumps, dumps_lenient, loads
-from .pii import Redactor
+from .formats import Converter, missing_columns
+from .jsonfast import JSONDecodeError, dumps, dumps_lenient, loads
 from .readers import SourceFile, SourceStats, hash_source, iter_rows, resolve_sources
+from .pii import Redactor
+from .rowproc import RowProcessor, Unparsed, init_worker, parse_line, run_batch
 from .stats import Distributions
 from .tokens import TokenCounter, tokenizer_fingerprint
 
@@ -37,6 +37,8 @@ PIPELINE_VERSION = "tuneops-data/1"  # bump when the processing changes what com
 SPLITS = ("train", "validation", "test")
 _INV_2_64 = 1.0 / 2.0 ** 64
 TOKEN_BATCH = 256
+WORKER_BATCH = 2048
+WORKERS_MIN_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -150,9 +152,11 @@ class _Splitter:
 
 def prepare_dataset(spec: DatasetSpec, *, out_dir: Path, base_dir: Path | None = None, tokenizer: Any = None,
                     max_seq_length: int | None = None, progress: bool | None = None,
-                    reuse: bool = True) -> PreparedDataset:
+                    reuse: bool = True, workers: int | None = None) -> PreparedDataset:
     """Prepare `spec`'s dataset into `out_dir` (see docs/dev/contracts.md, "Data"). Raises DataError for
-    problems with the input as a whole, including more rejected rows than validation.maxRejectedFraction."""
+    problems with the input as a whole, including more rejected rows than validation.maxRejectedFraction.
+    `workers`: processes for the per-row work (None: several for inputs over 64 MiB, else inline; the
+    output is byte-identical either way). $TUNEOPS_DATA_WORKERS overrides the automatic choice."""
     out_dir = Path(out_dir)
     c = spec.cleaning
     if tokenizer is None and (c.min_tokens is not None or c.max_tokens is not None):
@@ -168,7 +172,7 @@ def prepare_dataset(spec: DatasetSpec, *, out_dir: Path, base_dir: Path | None =
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        manifest = _run(spec, sources, tmp, tokenizer, max_seq_length, progress, config, config_hash)
+        manifest = _run(spec, sources, tmp, tokenizer, max_seq_length, progress, config, config_hash, workers)
         failure = manifest.get("failure")
         _publish(tmp, out_dir)
     except BaseException:
@@ -233,22 +237,71 @@ def _progress_bar(progress: bool | None, desc: str):
                 mininterval=0.5)
 
 
+def _auto_workers(sources: list[SourceFile]) -> int:
+    """Worker processes for big inputs only: starting them costs ~1-2 s, worth it above ~64 MiB."""
+    env = os.environ.get("TUNEOPS_DATA_WORKERS")
+    if env is not None:
+        return int(env)
+    try:
+        size = sum(sf.fs.size(sf.path) or 0 for sf in sources if sf.kind != "datasets")
+    except Exception:  # size unknown (some object stores): stay inline
+        return 0
+    return min(os.cpu_count() or 1, 4) if size >= WORKERS_MIN_BYTES else 0
+
+
+def _processed(rows: Any, processor: RowProcessor, pool: Any, workers: int) -> Any:
+    """Yield `(line, obj, raw, result)` in input order; result is a processed row or a RowError. With a
+    pool, batches go to workers with at most 2 per worker in flight (bounded memory, ordered output)."""
+    if pool is None:
+        process = processor.process
+        for line, obj, error, raw in rows:
+            if error is not None:
+                yield line, obj, raw, error
+                continue
+            try:
+                yield line, obj, raw, process(obj, raw)
+            except RowError as err:
+                yield line, obj, raw, err
+        return
+    from collections import deque
+
+    in_flight: deque = deque()
+
+    def drain_one():
+        batch, future = in_flight.popleft()
+        results, redactions = future.get()
+        if processor.redactor is not None:
+            processor.redactor.counts.update(redactions)
+        todo = iter(results)
+        for line, obj, error, raw in batch:
+            yield line, obj, raw, error if error is not None else next(todo)
+
+    batch: list = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= WORKER_BATCH:
+            in_flight.append((batch, pool.apply_async(run_batch, ([(o, r) for _, o, e, r in batch if e is None],))))
+            batch = []
+            if len(in_flight) >= 2 * workers:
+                yield from drain_one()
+    if batch:
+        in_flight.append((batch, pool.apply_async(run_batch, ([(o, r) for _, o, e, r in batch if e is None],))))
+    while in_flight:
+        yield from drain_one()
+
+
 def _run(spec: DatasetSpec, sources: list[SourceFile], tmp: Path, tokenizer: Any, max_seq_length: int | None,
-         progress: bool | None, config: dict[str, Any], config_hash: str) -> dict[str, Any]:
+         progress: bool | None, config: dict[str, Any], config_hash: str, workers: int | None) -> dict[str, Any]:
     c, v = spec.cleaning, spec.validation
-    convert = Converter(spec.format, spec.fields, spec.system_prompt)
-    field_of = convert.field_of
-    clean = build_cleaner(c)
-    clean_system = memoized(clean)
-    redactor = Redactor() if c.redact_pii else None
+    processor = RowProcessor(spec)
+    convert = processor.convert
     exact = ExactDeduper() if c.dedupe in ("exact", "near") else None
     near = NearDeduper(c.near_duplicate_threshold) if c.dedupe == "near" else None
     counter = TokenCounter(tokenizer, max_seq_length, v.on_too_long, c.min_tokens, c.max_tokens) \
         if tokenizer is not None else None
     splitter = _Splitter(spec.split.validation, spec.split.test, spec.split.seed, spec.split.max_validation_samples)
-    assistant_first = spec.format == "text"
-    require_assistant = v.require_assistant_turn
-    min_chars, max_chars, max_samples = c.min_chars, c.max_chars, spec.max_samples
+    max_samples = spec.max_samples
+    workers = _auto_workers(sources) if workers is None else workers
 
     outputs = {name: _Output(tmp / f"{name}.jsonl") for name in SPLITS}
     xxh3, seed = xxhash.xxh3_64_intdigest, spec.split.seed  # the split, inlined from _Splitter.bucket
@@ -264,6 +317,11 @@ def _run(spec: DatasetSpec, sources: list[SourceFile], tmp: Path, tokenizer: Any
 
     def reject(uri: str, line: int, err: RowError, row: Any, raw: bytes | None = None) -> None:
         counts.by_reason[err.reason] += 1
+        if type(row) is Unparsed:  # a JSONL row: show it parsed when it parses, else as text
+            try:
+                row = loads(raw)
+            except (JSONDecodeError, RecursionError, ValueError):
+                row = raw.decode("utf-8", "backslashreplace")
         record = {"source": uri, "line": line, "reason": err.reason, "field": err.field, "message": err.message,
                   "row": row}
         try:
@@ -275,11 +333,10 @@ def _run(spec: DatasetSpec, sources: list[SourceFile], tmp: Path, tokenizer: Any
         if len(rejects.buffer) >= 256:
             rejects.flush()
 
-    def emit(messages: Messages, key: int, chars: int, tokens: int | None) -> None:
+    def emit(line: bytes, key: int, chars: int, roles: str, answer: str | None, tokens: int | None) -> None:
         nonlocal order
-        line = dumps({"messages": messages}) + b"\n"
         counts.kept += 1
-        dist.add(messages, chars, tokens)
+        dist.add(roles, chars, tokens, answer)
         u = xxh3(key.to_bytes(8, "little"), seed=seed) * _INV_2_64
         split = "validation" if u < val_cut else ("test" if u < test_cut else "train")
         order += 1
@@ -308,26 +365,40 @@ def _run(spec: DatasetSpec, sources: list[SourceFile], tmp: Path, tokenizer: Any
             return
         outputs[split].write(line)
 
-    pending: list[tuple[str, int, Any, Messages, int, int]] = []
+    pending: list[tuple[str, int, Any, bytes | None, tuple]] = []
 
     def flush_tokens() -> None:
         """Token checks for a batch of rows, then emit or reject each."""
-        lengths = counter.lengths([p[3] for p in pending])
-        for (uri, line, row, messages, key, chars), length in zip(pending, lengths):
+        batch = [loads(p[4][2])["messages"] for p in pending]
+        lengths = counter.lengths(batch)
+        for (uri, line, obj, raw, done), messages, length in zip(pending, batch, lengths):
+            key, chars, out_line, roles, answer, _ = done
             try:
-                fixed, length = counter.check(messages, length, field_of(messages, len(messages) - 1, "content"))
+                fixed, length = counter.check(messages, length, None)
                 if fixed is not messages:  # truncated: it may now equal a kept row
                     chars = sum(len(m["content"]) for m in fixed)
                     key = row_hash(dedupe_text(fixed))
                     if exact is not None:
                         exact.check(key, "")
-                emit(fixed, key, chars, length)
+                    out_line = dumps({"messages": fixed}) + b"\n"
+                    answer = fixed[-1]["content"] if fixed[-1]["content"][:1] == "{" else None
+                emit(out_line, key, chars, roles, answer, length)
             except RowError as err:
-                reject(uri, line, err, row)
+                if err.reason == "too_long":  # name the dataset's field for the answer turn
+                    convert(parse_line(raw, obj) if type(obj) is Unparsed else obj)  # sets field_of's state
+                    err.field = convert.field_of(messages, len(messages) - 1, "content")
+                reject(uri, line, err, obj, raw)
         pending.clear()
 
     bar = _progress_bar(progress, f"prepare {spec.source}")
     tick = 0
+    pool = None
+    if workers > 1:
+        import multiprocessing
+
+        # spawn, not fork: the parent may hold threads (fsspec's event loop, tqdm's monitor).
+        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=init_worker,
+                                                         initargs=(spec.model_dump_json(by_alias=True),))
     try:
         for sf in sources:
             stats = SourceStats(sf.uri)
@@ -335,7 +406,8 @@ def _run(spec: DatasetSpec, sources: list[SourceFile], tmp: Path, tokenizer: Any
             uri = sf.uri
             rows = iter_rows(sf, stats)
             checked_columns = False
-            for line, obj, error, raw in rows:
+            results = _processed(rows, processor, pool, workers)
+            for line, obj, raw, done in results:
                 counts.read += 1
                 tick += 1
                 if tick == 1024:
@@ -346,39 +418,28 @@ def _run(spec: DatasetSpec, sources: list[SourceFile], tmp: Path, tokenizer: Any
                 if not checked_columns and stats.columns:
                     checked_columns = True
                     _check_columns(spec, convert, stats, uri)
-                if error is not None:
-                    reject(uri, line, error, obj, raw)
+                if type(done) is RowError:
+                    reject(uri, line, done, obj, raw)
                     continue
                 try:
-                    messages = convert(obj)
-                    chars = 0
-                    for m in messages:
-                        m["content"] = text = (clean_system if m["role"] == "system" else clean)(m["content"])
-                        chars += len(text)
-                    check_turns(messages, field_of, require_assistant=require_assistant,
-                                assistant_first=assistant_first)
-                    check_chars(chars, min_chars, max_chars)
-                    if redactor is not None:
-                        for m in messages:
-                            m["content"] = redactor(m["content"])
-                    normal = dedupe_text(messages)
-                    key = row_hash(normal)
+                    key = done[0]
                     if exact is not None:
                         exact.check(key, "")
                     if near is not None:
-                        near.check(normal, f"{uri}:{line}")
-                    if counter is None:
-                        emit(messages, key, chars, None)
-                    else:
-                        pending.append((uri, line, obj, messages, key, chars))
+                        near.check(done[5], f"{uri}:{line}")
                 except RowError as err:
                     reject(uri, line, err, obj, raw)
                     continue
-                if counter is not None and len(pending) >= min(TOKEN_BATCH, (max_samples or 1 << 62) - counts.kept):
-                    flush_tokens()
+                if counter is None:
+                    emit(done[2], key, done[1], done[3], done[4], None)
+                else:
+                    pending.append((uri, line, obj, raw, done))
+                    if len(pending) >= min(TOKEN_BATCH, (max_samples or 1 << 62) - counts.kept):
+                        flush_tokens()
                 if max_samples is not None and counts.kept >= max_samples:
                     stopped = True
                     break
+            results.close()
             rows.close()
             if stopped:
                 break
@@ -387,6 +448,9 @@ def _run(spec: DatasetSpec, sources: list[SourceFile], tmp: Path, tokenizer: Any
     finally:
         bar.update(tick)
         bar.close()
+        if pool is not None:
+            pool.terminate()
+            pool.join()
 
     for sf, stats in zip(sources, all_stats):
         if not stats.sha256:  # stopped early (maxSamples) or a reader that does not hash as it goes
@@ -400,7 +464,7 @@ def _run(spec: DatasetSpec, sources: list[SourceFile], tmp: Path, tokenizer: Any
         raise DataError("no rows: the dataset is empty", source=spec.source, field="spec.dataset.source")
     leakage = _check_leakage(outputs, leak_keys) if v.check_leakage else None
     return _finish(spec, tmp, config, config_hash, sources, all_stats, outputs, rejects, counts, dist,
-                   redactor, counter, leakage, stopped)
+                   processor.redactor, counter, leakage, stopped)
 
 
 def _check_columns(spec: DatasetSpec, convert: Converter, stats: SourceStats, uri: str) -> None:

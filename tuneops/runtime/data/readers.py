@@ -3,9 +3,9 @@ any fsspec URI (s3://, gs://, file://, ...).
 
 Every reader streams (JSONL, CSV and Parquet never hold more than one chunk or batch in memory) and yields
 `(line, obj, error, raw)` tuples: `line` is the 1-based line where the row starts (JSONL, JSON, CSV) or its row
-number (Parquet, datasets); `error` is a `RowError` when the row could not be parsed, in which case `obj` is
-the raw text so the rejects file keeps it; `raw` is the row's bytes for JSONL (else None), kept in rejects
-when the parsed row cannot be written back as JSON (e.g. nested 5000 levels deep). Problems with the file as a whole raise `DataError`.
+number (Parquet, datasets); `error` is a `RowError` when the row could not be read, in which case `obj` is
+the raw text so the rejects file keeps it. JSONL rows come unparsed: `obj` is `rowproc.UNPARSED` and `raw`
+the line's bytes (parsing is per-row work, done where the rest of the row's work is done). Problems with the file as a whole raise `DataError`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from .errors import DataError, RowError
-from .jsonfast import JSONDecodeError, loads
 
 RowTuple = tuple[int, Any, "RowError | None", "bytes | None"]
 
@@ -212,7 +211,7 @@ def split_lines(stream: BinaryIO) -> Iterator[tuple[bytes, bool]]:
         yield b"".join(pending), False
 
 
-def _bad_json_line(line: bytes, exc: Exception, terminated: bool) -> RowError:
+def bad_json_line(line: bytes, exc: Exception, terminated: bool) -> RowError:
     try:
         line.decode("utf-8")
     except UnicodeDecodeError as bad:
@@ -226,6 +225,10 @@ def _bad_json_line(line: bytes, exc: Exception, terminated: bool) -> RowError:
 
 
 def _iter_jsonl(stream: BinaryIO, sf: SourceFile, stats: SourceStats) -> Iterator[RowTuple]:
+    """Yields rows unparsed (`UNPARSED` + the line's bytes): parsing happens in the row processor, which
+    may run in worker processes. `UNTERMINATED` marks a last line without a newline."""
+    from .rowproc import UNPARSED, UNTERMINATED
+
     line_no = 0
     for line, terminated in split_lines(stream):
         line_no += 1
@@ -237,10 +240,7 @@ def _iter_jsonl(stream: BinaryIO, sf: SourceFile, stats: SourceStats) -> Iterato
             stats.blank_lines += 1
             continue
         stats.rows += 1
-        try:
-            yield line_no, loads(line), None, line
-        except (JSONDecodeError, RecursionError, ValueError) as exc:
-            yield line_no, line.decode("utf-8", "backslashreplace"), _bad_json_line(line, exc, terminated), None
+        yield line_no, UNPARSED if terminated else UNTERMINATED, None, line
 
 
 def _iter_json(stream: BinaryIO, sf: SourceFile, stats: SourceStats) -> Iterator[RowTuple]:

@@ -18,19 +18,16 @@ class Distributions:
     def __init__(self) -> None:
         self.chars: Counter[int] = Counter()
         self.tokens: Counter[int] = Counter()
-        self.roles: Counter[str] = Counter()
-        self.turns: Counter[int] = Counter()
+        self.role_sequences: Counter[str] = Counter()  # expanded into role and turn counts at the end
         self.labels: dict[str, Counter[str]] = {}
 
-    def add(self, messages: list[dict[str, str]], chars: int, tokens: int | None) -> None:
+    def add(self, roles: str, chars: int, tokens: int | None, answer: str | None) -> None:
+        """`roles`: the first letter of each turn's role ("sua"); `answer`: the last turn if it may be JSON."""
         self.chars[chars] += 1
         if tokens is not None:
             self.tokens[tokens] += 1
-        self.turns[len(messages)] += 1
-        for m in messages:
-            self.roles[m["role"]] += 1
-        answer = messages[-1]["content"]
-        if answer[:1] == "{" and messages[-1]["role"] == "assistant":
+        self.role_sequences[roles] += 1
+        if answer is not None and roles[-1] == "a":
             self._add_labels(answer)
 
     def _add_labels(self, answer: str) -> None:
@@ -53,11 +50,18 @@ class Distributions:
                 counter[value] += 1
 
     def to_json(self) -> dict[str, Any]:
+        names = {"s": "system", "u": "user", "a": "assistant"}
+        roles: Counter[str] = Counter()
+        turns: Counter[int] = Counter()
+        for sequence, n in self.role_sequences.items():
+            turns[len(sequence)] += n
+            for letter in sequence:
+                roles[names[letter]] += n
         return {
             "charLengths": summarize(self.chars),
             "tokenLengths": summarize(self.tokens) if self.tokens else None,
-            "roles": dict(sorted(self.roles.items())),
-            "turnsPerSample": {str(k): v for k, v in sorted(self.turns.items())},
+            "roles": dict(sorted(roles.items())),
+            "turnsPerSample": {str(k): v for k, v in sorted(turns.items())},
             # Only keys that look like labels (few distinct values) are worth showing.
             "labels": {k: dict(c.most_common()) for k, c in self.labels.items()
                        if len(c) <= MAX_LABEL_VALUES // 2},
