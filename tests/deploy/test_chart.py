@@ -18,7 +18,7 @@ FULL = {
     "fullnameOverride": "acme",
     "operator": {"image": {"repository": "registry.acme.io/ml/tuneops-operator",
                            "digest": "sha256:" + "a" * 64},
-                 "replicas": 2, "logLevel": "debug", "extraArgs": ["--verbose"]},
+                 "replicas": 2, "logLevel": "debug", "extraArgs": ["--priority=100"]},
     "watchNamespaces": ["ml", "ml-staging"],
     "defaults": {"trainingImage": "registry.acme.io/ml/tuneops-runtime:0.1.0-cuda12",
                  "servingImages": {"tgi": "ghcr.io/huggingface/text-generation-inference:3.3.6",
@@ -114,7 +114,7 @@ def test_full_values_render_everything(tmp_path):
     c = dep["spec"]["template"]["spec"]["containers"][0]
     assert c["image"] == "registry.acme.io/ml/tuneops-operator@sha256:" + "a" * 64
     assert "--namespace=ml" in c["args"] and "--namespace=ml-staging" in c["args"]
-    assert "--all-namespaces" not in c["args"] and "--verbose" in c["args"]
+    assert "--all-namespaces" not in c["args"] and {"--verbose", "--priority=100"} <= set(c["args"])
     # Namespaced rules moved to a Role per watched namespace; the ClusterRole keeps only cluster-wide ones.
     roles = {o["metadata"]["namespace"]: o for o in objs if o["kind"] == "Role"}
     assert sorted(roles) == ["ml", "ml-staging"]
