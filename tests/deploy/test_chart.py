@@ -225,3 +225,43 @@ def test_configmap_sets_what_the_operator_reads():
     wanted = {"TUNEOPS_TRAINING_IMAGE", "TUNEOPS_SERVE_IMAGE", "TUNEOPS_TGI_IMAGE", "TUNEOPS_MLFLOW_URI"}
     assert wanted <= read, f"the operator no longer reads {sorted(wanted - read)}"
     assert wanted <= set(cfg)
+
+
+def test_kopf_peering_crds_equal_the_operators():
+    """The chart's kopf peering CRDs are what `tuneops operator rbac --peering-crds` prints."""
+    r = subprocess.run([sys.executable, "-m", "tuneops.cli", "operator", "rbac", "--peering-crds"], cwd=REPO,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    theirs = {d["metadata"]["name"]: d for d in yaml.safe_load_all(r.stdout)
+              if d and d["kind"] == "CustomResourceDefinition"}
+    ours = {}
+    for path in (CHART / "crds").glob("kopf.dev_*.yaml"):
+        doc = yaml.safe_load(path.read_text())
+        ours[doc["metadata"]["name"]] = doc
+    assert ours == theirs
+
+
+@pytest.mark.parametrize("values", [None, FULL], ids=["default", "full"])
+def test_operator_args_parse_with_the_operator_cli(values, tmp_path):
+    """The Deployment's command line is accepted by `tuneops operator`'s own argument parser."""
+    import argparse
+
+    from tuneops.commands import operator as operator_cmd
+
+    objs = render(values=values, release="cli", tmp=tmp_path)
+    dep = next(o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-operator"))
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    parser = argparse.ArgumentParser(prog="tuneops")
+    operator_cmd.register(parser.add_subparsers(dest="command"))
+    assert c["command"][0] == "tuneops"
+    args = parser.parse_args([*c["command"][1:], *c["args"]])  # SystemExit(2) on an unknown flag
+    assert args.func is operator_cmd.cmd_run
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert args.metrics_port == ports["metrics"]
+    assert args.liveness == f"http://0.0.0.0:{ports['health']}/healthz"
+    if values is None:
+        assert args.all_namespaces and args.peering == "cli-tuneops" and not args.standalone
+    else:
+        assert args.namespace == FULL["watchNamespaces"] and args.verbose and args.priority == 100
+        peerings = {o["metadata"]["namespace"]: o["metadata"]["name"] for o in objs if o["kind"] == "KopfPeering"}
+        assert peerings == {ns: args.peering for ns in FULL["watchNamespaces"]}
