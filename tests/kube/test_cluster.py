@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -193,3 +196,23 @@ def test_namespace_deletion_finishes(kube):
     kube.kubectl("create", "configmap", "x", "-n", ns, "--from-literal=a=b")
     kube.kubectl("delete", "namespace", ns, "--timeout=90s")
     assert kube.kubectl("get", "namespace", ns, check=False).returncode != 0
+
+
+def test_devcluster_cli_up_env_down(kube, tmp_path):
+    """`devcluster.py up/env/down` manage a second, detached cluster."""
+    script = [sys.executable, str(Path(__file__).resolve().parents[1] / "cluster" / "devcluster.py")]
+    state = tmp_path / "state"
+    up = subprocess.run([*script, "up", "--state", str(state)], capture_output=True, text=True, timeout=300)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert up.stdout.startswith(f"export KUBECONFIG={state / 'admin.kubeconfig'} ")
+        env = subprocess.run([*script, "env", "--state", str(state)], capture_output=True, text=True)
+        assert env.stdout == up.stdout
+        r = subprocess.run([str(kube.kubectl_path), "--kubeconfig", str(state / "admin.kubeconfig"),
+                            "get", "nodes", "-o", "name"], capture_output=True, text=True, timeout=60)
+        assert r.stdout.strip() == "node/kwok-node-0"
+    finally:
+        down = subprocess.run([*script, "down", "--state", str(state)], capture_output=True, text=True, timeout=120)
+    assert down.returncode == 0, down.stderr
+    assert not (state / "pids.json").exists()
+    assert subprocess.run([*script, "env", "--state", str(state)], capture_output=True, text=True).returncode == 1
