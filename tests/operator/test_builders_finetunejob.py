@@ -146,7 +146,7 @@ RESULT_OK = {"phase": "Succeeded", "adapterUri": "s3://b/sft/adapter", "metrics"
 
 
 def _case(status=None, jobs=(), pods=(), progress=None, versions=(), spec_edit=None):
-    ftj = finetunejob("sft", status=status)
+    ftj = finetunejob("sft", status=status, generation=2 if spec_edit else 1)
     if spec_edit:
         spec_edit(ftj["spec"])
     d = _digest(finetunejob("sft"))
@@ -211,7 +211,9 @@ CASES = {
         expect_phase="Pending", expect_job="sft-r2", expect_delete=["sft-r1"],
         expect_attempt_reasons=["SpecChanged"], expect_event="SpecChanged"),
     "spec edit after success is ignored": dict(
-        status={"phase": "Succeeded", "modelVersion": "support-triage-v1"},
+        status={"phase": "Succeeded", "modelVersion": "support-triage-v1", "conditions": [
+            {"type": "Succeeded", "status": "True", "reason": "Succeeded", "observedGeneration": 1,
+             "lastTransitionTime": "2026-11-25T08:30:00Z"}]},
         jobs=[lambda f, d: job(f, 1, d, "Complete")],
         spec_edit=lambda s: s["training"].update(learningRate=1e-4),
         expect_phase="Succeeded", expect_condition=("SpecChangeIgnored", "True"), expect_no_children=True),
@@ -230,9 +232,10 @@ def test_status_transitions(name):
     plan = plan_finetunejob(ftj, observed, SETTINGS, NOW)
     st = plan.status
     assert st["phase"] == case["expect_phase"], st.get("message")
-    assert st["observedGeneration"] == 1
+    generation = ftj["metadata"]["generation"]
+    assert st["observedGeneration"] == generation
     for cond in st["conditions"]:
-        assert cond["observedGeneration"] == 1 and cond["lastTransitionTime"]
+        assert cond["observedGeneration"] == generation and cond["lastTransitionTime"]
     if "expect_job" in case:
         assert st["trainingJob"] == case["expect_job"]
         assert plan.ensure[-1]["kind"] == "Job" and plan.ensure[-1]["metadata"]["name"] == case["expect_job"]

@@ -1,7 +1,7 @@
 """Crash safety: SIGKILL the operator process mid-reconcile 20 times; the end state still converges.
 
 The operator runs as a real `tuneops operator` subprocess. While it is being killed and restarted, jobs are
-created, their pods finish (this test plays the kubelet, with the trainer's termination message), six jobs
+created, their pods finish (this test plays the kubelet, with the trainer's termination message), 26 jobs
 race for version numbers of the same registered model, a job's spec is edited and a ModelDeployment is
 promoted. At the end: no duplicate children, one ModelVersion per job with unique numbers, every status
 observed the latest generation, and nothing is stuck in a non-final phase.
@@ -26,7 +26,7 @@ from tests.operator.factories import example
 
 pytestmark = pytest.mark.kube
 
-JOBS = [f"k{i}" for i in range(1, 7)]
+INITIAL_JOBS = [f"k{i}" for i in range(1, 7)]
 KILLS = 20
 
 
@@ -53,6 +53,13 @@ class Kubelet(threading.Thread):
                     self.finished += 1
 
 
+def _apply_job(kube, ns: str, name: str) -> None:
+    doc = example("smollm2-lora.yaml")
+    doc["metadata"] = {"name": name}
+    doc["spec"]["output"]["registeredModel"] = "shared"  # all jobs race for shared-v1, v2, ...
+    kube.apply(json.dumps(doc), namespace=ns)
+
+
 def _start_operator(ns: str, log) -> subprocess.Popen:
     env = {**os.environ, "TUNEOPS_TRAINING_POD_ANNOTATIONS": json.dumps(HOLD), "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
@@ -64,11 +71,9 @@ def _start_operator(ns: str, log) -> subprocess.Popen:
 def test_kill_operator_mid_reconcile_20_times(crds, tmp_path):
     kube = crds
     ns = kube.create_namespace("kill")  # not op-*: the in-process operator must not watch it
+    JOBS = list(INITIAL_JOBS)
     for name in JOBS:
-        doc = example("smollm2-lora.yaml")
-        doc["metadata"] = {"name": name}
-        doc["spec"]["output"]["registeredModel"] = "shared"  # all six race for shared-v1..v6
-        kube.apply(json.dumps(doc), namespace=ns)
+        _apply_job(kube, ns, name)
     for n in (1, 2):
         kube.apply(json.dumps({"apiVersion": "tuneops.io/v1alpha1", "kind": "ModelVersion",
                                "metadata": {"name": f"bot-v{n}"},
@@ -83,14 +88,29 @@ def test_kill_operator_mid_reconcile_20_times(crds, tmp_path):
     kubelet = Kubelet(kube, ns)
     kubelet.start()
     rng = random.Random(8)
-    log_path = tmp_path / "operator.log"
-    with open(log_path, "wb") as log:
+    busy_runs = 0
+    with open(tmp_path / "final.log", "wb") as log:
         try:
             for i in range(KILLS):
-                proc = _start_operator(ns, log)
-                time.sleep(rng.uniform(1.5, 4.0))  # start-up takes ~1 s; then it is reconciling
-                proc.send_signal(signal.SIGKILL)
-                proc.wait(10)
+                # One more job each round, so every incarnation has work in flight when it is killed.
+                name = f"k{len(JOBS) + 1}"
+                JOBS.append(name)
+                _apply_job(kube, ns, name)
+                run_log = tmp_path / f"run-{i}.log"
+                with open(run_log, "wb") as out:
+                    proc = _start_operator(ns, out)
+                    # Imports take seconds on a busy machine, so time the kill from the operator's own log:
+                    # a random moment after its first status write, while other reconciles are in flight.
+                    try:
+                        wait("a reconcile", lambda: ": status updated" in run_log.read_text(errors="replace"),
+                             timeout=30, interval=0.05)
+                    except AssertionError:
+                        pass  # idle run: killed anyway, the assertion below counts it
+                    time.sleep(rng.uniform(0.0, 0.6))
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait(10)
+                # Reconciles log every status change they make.
+                busy_runs += ": status updated" in run_log.read_text(errors="replace")
                 if i == 5:
                     kube.kubectl("patch", "mdep", "bot", "-n", ns, "--type=merge", "-p",
                                  json.dumps({"spec": {"activeVersion": "bot-v2"}}))
@@ -119,7 +139,9 @@ def test_kill_operator_mid_reconcile_20_times(crds, tmp_path):
         assert st["observedGeneration"] == f["metadata"]["generation"], f["metadata"]["name"]
         assert all(c["observedGeneration"] == f["metadata"]["generation"] for c in st["conditions"])
     assert md["status"]["observedGeneration"] == md["metadata"]["generation"]
-    assert (md["status"]["activeSlot"], md["status"]["ready"]) == ("green", "2/2")
+    active = md["status"]["activeSlot"]
+    assert md["status"]["ready"] == "2/2"
+    assert get_json(kube, "svc", "bot", namespace=ns)["spec"]["selector"]["tuneops.io/slot"] == active
 
     # No duplicate children: one Job per revision, one of each per-job child.
     jobs = get_json(kube, "jobs", namespace=ns)["items"]
@@ -132,15 +154,20 @@ def test_kill_operator_mid_reconcile_20_times(crds, tmp_path):
         owners = Counter(o["metadata"]["labels"]["tuneops.io/finetunejob"] for o in get_json(
             kube, kind, "-l", "tuneops.io/finetunejob", namespace=ns)["items"])
         assert owners == Counter({name: 1 for name in JOBS}), kind
-    # One ModelVersion per job, numbers unique (six racing jobs, killed operators).
+    # One ModelVersion per job, numbers unique (26 racing jobs, killed operators).
     mvs = get_json(kube, "mv", "-l", "tuneops.io/job", namespace=ns)["items"]
     assert sorted(m["metadata"]["labels"]["tuneops.io/job"] for m in mvs) == sorted(JOBS)
-    assert sorted(m["spec"]["version"] for m in mvs) == [1, 2, 3, 4, 5, 6]
+    assert sorted(m["spec"]["version"] for m in mvs) == list(range(1, len(JOBS) + 1))
     for f in ftjs:
         mine = [m for m in mvs if m["metadata"]["labels"]["tuneops.io/job"] == f["metadata"]["name"]]
         assert f["status"]["modelVersion"] == mine[0]["metadata"]["name"]
     slots = get_json(kube, "deploy", "-l", "tuneops.io/modeldeployment=bot", namespace=ns)["items"]
-    assert sorted(d["metadata"]["name"] for d in slots) == ["bot-blue", "bot-green"]
-    blue = next(d for d in slots if d["metadata"]["name"] == "bot-blue")
-    assert blue["spec"]["replicas"] == 0  # scaleDownDelaySeconds 0: the old slot is gone after the switch
+    assert {d["metadata"]["name"] for d in slots} <= {"bot-blue", "bot-green"}
+    for dep in slots:
+        version = dep["metadata"]["annotations"]["tuneops.io/version"]
+        if dep["metadata"]["name"] == f"bot-{active}":
+            assert (version, dep["spec"]["replicas"]) == ("bot-v2", 2)
+        else:  # scaleDownDelaySeconds 0: the old slot is at zero once the switch is done
+            assert dep["spec"]["replicas"] == 0
     assert kubelet.finished >= len(JOBS)
+    assert busy_runs >= KILLS * 3 // 4, f"only {busy_runs} of {KILLS} operator runs were reconciling when killed"

@@ -167,7 +167,8 @@ def plan_finetunejob(ftj: dict[str, Any], observed: FtjObserved, settings: Opera
             conditions = set_condition(conditions, "SpecChangeIgnored", "True", "AlreadySucceeded",
                                        "the job already succeeded; create a new FineTuneJob to train again",
                                        gen, now)
-        status["conditions"] = conditions
+        # The controller has seen this generation and the outcome still stands: say so on every condition.
+        status["conditions"] = [{**c, "observedGeneration": gen} if gen is not None else c for c in conditions]
         return plan
 
     if current is None:

@@ -126,6 +126,9 @@ class Reconciler:
         patch = status_patch(obj.get("status"), status)
         if patch is not None:
             self.kube.patch_status(obj["kind"], meta["namespace"], meta["name"], patch)
+            log.info("%s %s/%s: status updated (phase %s)", obj["kind"], meta["namespace"], meta["name"],
+                     status.get("phase"), extra={"kind": obj["kind"], "object": f"{meta['namespace']}/{meta['name']}",
+                                                 "phase": status.get("phase")})
         for event in events:
             log.info("%s %s/%s: %s %s", obj["kind"], meta["namespace"], meta["name"], event.reason, event.message,
                      extra={"kind": obj["kind"], "object": f"{meta['namespace']}/{meta['name']}",
