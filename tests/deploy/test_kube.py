@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -248,3 +249,76 @@ def test_example_applies(kube, crds, rel, path):
                            if "/" in o["apiVersion"] and o["apiVersion"] != "v1" else o["kind"].lower(),
                            o["metadata"]["name"], namespace=ns)
             assert got["spec"] == o["spec"] or got["spec"].keys() >= o["spec"].keys()
+
+
+# ------------------------------------------------------------------- the real operator, as the chart's SA
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _sa_kubeconfig(kube, sa_name: str, ns: str, path: Path) -> Path:
+    """A kubeconfig holding a token of the ServiceAccount: what the operator pod would authenticate with."""
+    token = kube.kubectl("create", "token", sa_name, "-n", ns, "--duration=1h").stdout.strip()
+    admin = yaml.safe_load(Path(kube.kubeconfig).read_text())
+    cluster = admin["clusters"][0]
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+        "clusters": [cluster], "users": [{"name": "sa", "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": cluster["name"], "user": "sa"}}]}))
+    return path
+
+
+def test_real_operator_runs_with_the_charts_rbac(kube, crds, tmp_path):
+    """`tuneops operator`, started with the chart's namespaced install's arguments and authenticated as its
+    ServiceAccount, reconciles a FineTuneJob (creates the training Job, writes status) with no 403, serves
+    its liveness endpoint and exports its metrics."""
+    import time
+    import urllib.request
+
+    need(crds, [{"apiVersion": "tuneops.io/v1alpha1", "kind": "FineTuneJob"}])
+    ns, work = kube.create_namespace("opsys"), kube.create_namespace("opwork")
+    release = f"r{uuid.uuid4().hex[:6]}"
+    p = subprocess.run([str(kube.helm_path), "install", release, str(CHART), "-n", ns, "--skip-crds", "--wait",
+                        "--timeout", "3m", "--set", f"watchNamespaces={{{work}}}"],
+                       capture_output=True, text=True, timeout=240, env=kube.env)
+    assert p.returncode == 0, p.stderr
+    dep = kube.get("deployment", f"{release}-tuneops-operator", namespace=ns)
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    metrics, health = _free_port(), _free_port()
+    # The pod's own arguments, with local ports (many tests share this machine).
+    args = [a for a in args if not a.startswith(("--metrics-port", "--liveness"))]
+    args += [f"--metrics-port={metrics}", f"--liveness=http://127.0.0.1:{health}/healthz", "--log-format=plain"]
+    env = {**kube.env, "KUBECONFIG": str(_sa_kubeconfig(kube, f"{release}-tuneops-operator", ns, tmp_path / "sa.kubeconfig"))}
+    log = tmp_path / "operator.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "tuneops.cli", "operator", *args], cwd=REPO, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        job = yaml.safe_load((REPO / "examples" / "smollm2-lora.yaml").read_text())
+        job["metadata"]["namespace"] = work
+        apply(kube, [job])
+
+        def reconciled():
+            assert proc.poll() is None, f"operator exited {proc.returncode}:\n{log.read_text()[-3000:]}"
+            got = kube.get("finetunejob", job["metadata"]["name"], namespace=work)
+            return (got.get("status") or {}).get("phase")
+        phase = kube.wait_for("the operator to write FineTuneJob status", reconciled, timeout=120)
+        assert phase in ("Preparing", "Running", "Pending", "Evaluating", "Succeeded", "Failed")
+        kube.wait_for("the training Job", lambda: kube.get("jobs", namespace=work)["items"], timeout=60)
+        with urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=10) as r:
+            assert r.status == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=10) as r:
+            assert "tuneops_operator_reconciles_total" in r.read().decode()
+        time.sleep(1)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    text = log.read_text()
+    assert "403" not in text and "forbidden" not in text.lower(), text[-3000:]
