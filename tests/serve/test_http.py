@@ -247,3 +247,25 @@ def test_graceful_shutdown_drains_in_flight_requests(tiny_loaded):
     assert s.state.draining and not s.state.ready
     with pytest.raises(httpx.ConnectError):
         httpx.get(s.url + "/health")
+
+
+def test_each_request_is_traced_with_tokenize_queue_and_generate_spans(http):
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)  # the process-wide provider, as configure_exporter() sets it
+    assert http.post("/generate", json=gen(3), headers={"x-request-id": "traced-1"}).status_code == 200
+    spans = {s.name: s for s in exporter.get_finished_spans()
+             if s.name == "request" and s.attributes["tuneops.request_id"] == "traced-1"
+             or s.name in ("tokenize", "queue", "generate")}
+    root = spans["request"]
+    assert root.attributes["tuneops.generated_tokens"] == 3 and root.attributes["tuneops.outcome"] == "ok"
+    for name in ("tokenize", "queue", "generate"):
+        assert spans[name].parent.span_id == root.context.span_id
+        assert root.start_time <= spans[name].start_time <= spans[name].end_time <= root.end_time

@@ -54,7 +54,7 @@ def _token(args: argparse.Namespace) -> str | None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from tuneops.runtime.serve import logs
+    from tuneops.runtime.serve import logs, tracing
     from tuneops.runtime.serve.loader import VersionNotFound, load, resolve_version
     from tuneops.runtime.serve.server import serve_forever
     from tuneops.runtime.serve.state import ServeConfig
@@ -68,6 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 1
     logs.configure(args.log_level)
+    tracing.configure_exporter()
     config = ServeConfig(
         max_input_tokens=args.max_input_tokens, max_total_tokens=args.max_total_tokens,
         max_concurrent_requests=args.max_concurrent_requests, max_batch_size=args.max_batch_size,

@@ -67,6 +67,7 @@ def _error_response(exc: errors.ServeError) -> JSONResponse:
 def _install_error_handlers(app: FastAPI, state: ServerState) -> None:
     @app.exception_handler(errors.ServeError)
     async def serve_error(_: Request, exc: errors.ServeError) -> JSONResponse:
+        state.record_failure(exc)
         return _error_response(exc)
 
     @app.exception_handler(RequestValidationError)
@@ -177,8 +178,7 @@ def _tgi_routes(app: FastAPI, state: ServerState) -> None:
             prepared = prepare(req)
             seq, events = state.submit(current_request_id(), prepared)
         except errors.ServeError as exc:
-            if exc.error_type == "validation":
-                state.record_failure(exc)
+            state.record_failure(exc)
             yield _sse(exc.body())
             return
         full = prepared.params.return_full_text

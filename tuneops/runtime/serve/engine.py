@@ -84,6 +84,7 @@ class Sequence:
     _prefix_offset: int = 0
     _read_offset: int = 0
     finished: bool = False
+    meta: dict[str, Any] = field(default_factory=dict)  # the HTTP layer's bookkeeping (tracing)
 
 
 class Engine:

@@ -20,6 +20,7 @@ class ServeError(Exception):
         self.status = status
         self.error_type = error_type
         self.message = _PREFIX.get(error_type, "") + message
+        self.counted = False  # set once tgi_request_failure has counted it
 
     def body(self) -> dict[str, Any]:
         return {"error": self.message, "error_type": self.error_type}

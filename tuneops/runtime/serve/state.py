@@ -13,7 +13,7 @@ from typing import AsyncIterator, Callable
 
 from tuneops import __version__
 
-from . import errors
+from . import errors, tracing
 from .batcher import Batcher
 from .drift import PROFILE_FILE, DriftMonitor, DriftProfile, build_profile, prompts_from_jsonl
 from .engine import Engine, ErrorEvent, SamplingParams, Sequence, TokenEvent
@@ -58,6 +58,7 @@ class Prepared:
     sampling: SamplingParams
     params: GenerateParameters
     drift_text: str | None = None  # what drift is measured on when it is not the raw input (chat: the messages)
+    tokenize_s: float = 0.0
 
 
 @dataclass
@@ -187,8 +188,9 @@ class ServerState:
             top_k=params.top_k, top_p=params.top_p, typical_p=params.typical_p,
             repetition_penalty=params.repetition_penalty, frequency_penalty=params.frequency_penalty,
             stop=tuple(params.stop), seed=params.seed)
-        self.metrics.validation_duration.observe(time.perf_counter() - started)
-        return Prepared(ids, sampling, params)
+        elapsed = time.perf_counter() - started
+        self.metrics.validation_duration.observe(elapsed)
+        return Prepared(ids, sampling, params, tokenize_s=elapsed)
 
     def submit(self, request_id: str, prepared: Prepared) -> tuple[Sequence, asyncio.Queue]:
         """Admit the request (429 if full) and return its sequence and the queue its tokens arrive on."""
@@ -199,6 +201,7 @@ class ServerState:
         seq = Sequence(request_id, prepared.input_ids, prepared.sampling,
                        emit=lambda event: loop.call_soon_threadsafe(events.put_nowait, event),
                        deadline=time.monotonic() + self.config.request_timeout_s)
+        seq.meta["tokenize_s"] = prepared.tokenize_s
         self.metrics.counters.inc("tgi_request_count")
         try:
             self.batcher.submit(seq)
@@ -217,6 +220,7 @@ class ServerState:
     async def stream(self, seq: Sequence, events: asyncio.Queue) -> AsyncIterator[TokenEvent | None]:
         """Tokens as they come (None = keep-alive tick). Raises the request's `ServeError`; always releases it."""
         succeeded = False
+        outcome = "cancelled"
         try:
             while True:
                 remaining = (seq.deadline or float("inf")) - time.monotonic()
@@ -235,9 +239,12 @@ class ServerState:
                     self._record_success(seq)
                     return
         except errors.ServeError as exc:
+            outcome = exc.error_type
             self.record_failure(exc)
             raise
         finally:
+            tracing.record_request(seq.request_id, seq, tokenize_s=seq.meta.get("tokenize_s", 0.0),
+                                   outcome="ok" if succeeded else outcome)
             if not succeeded:
                 seq.cancelled.set()  # client gone or failed: stop generating for it
             assert self.batcher is not None
@@ -250,7 +257,9 @@ class ServerState:
         return Outcome(tokens, tokens[-1], len(prepared.input_ids))
 
     def record_failure(self, exc: errors.ServeError) -> None:
-        self.metrics.counters.inc("tgi_request_failure", err=exc.error_type)
+        if not exc.counted:
+            exc.counted = True
+            self.metrics.counters.inc("tgi_request_failure", err=exc.error_type)
 
     def _record_success(self, seq: Sequence) -> None:
         m = self.metrics
