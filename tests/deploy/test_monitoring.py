@@ -12,7 +12,9 @@ import pytest
 import yaml
 
 from tests.deploy import exported_metrics
-from tests.deploy.tools import CHART, render, which
+from tests.deploy.tools import CHART, REPO, render, which
+
+REPO_EXAMPLES = REPO / "examples"
 
 PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless",
                 "offset", "inf", "nan", "le", "time"}
@@ -215,3 +217,36 @@ def test_kube_state_metrics_config_follows_the_api():
     assert yaml.safe_load(cm["data"]["custom-resource-state.yaml"]) == cfg
     binding = next(o for o in objs if o["kind"] == "ClusterRoleBinding" and "kube-state" in o["metadata"]["name"])
     assert binding["subjects"][0]["namespace"] == "monitoring"
+
+
+@pytest.mark.parametrize("engine", ["tgi", "builtin"])
+def test_podmonitor_scrapes_the_serving_pods_the_operator_builds(engine):
+    """The PodMonitor's selector, port and relabelings match the serving Deployment the operator's own
+    builder makes, so the dashboard's `modeldeployment` label exists."""
+    import re as _re
+
+    from tuneops.api import parse_resource
+    from tuneops.operator.md_children import VersionArtifacts, slot_deployment
+    from tuneops.operator.settings import OperatorSettings
+
+    doc = yaml.safe_load((REPO_EXAMPLES / "modeldeployment.yaml").read_text())
+    doc["spec"]["engine"] = {"kind": engine}
+    md = parse_resource(doc)
+    doc["metadata"]["uid"] = "u-1"
+    dep = slot_deployment(doc, md.spec, "green", VersionArtifacts(name="support-bot-v7", base_model="m",
+                                                               adapter_uri="s3://b/a"), 2, OperatorSettings())
+    pod = dep["spec"]["template"]
+    labels = pod["metadata"]["labels"]
+    ports = {p["name"] for c in pod["spec"]["containers"] for p in c.get("ports", [])}
+
+    pm = next(o for o in render("monitoring.serviceMonitor.enabled=true") if o["kind"] == "PodMonitor")
+    for expr in pm["spec"]["selector"]["matchExpressions"]:
+        assert expr["operator"] == "Exists" and expr["key"] in labels, expr
+    (endpoint,) = pm["spec"]["podMetricsEndpoints"]
+    assert endpoint["port"] in ports and endpoint["path"] == "/metrics"
+    relabeled = {}
+    for r in endpoint["relabelings"]:
+        (src,) = r["sourceLabels"]
+        label = next(k for k in labels if "__meta_kubernetes_pod_label_" + _re.sub(r"[^a-zA-Z0-9_]", "_", k) == src)
+        relabeled[r["targetLabel"]] = labels[label]
+    assert relabeled == {"modeldeployment": "support-bot", "slot": "green", "version": "support-bot-v7"}
