@@ -47,6 +47,7 @@ class Generations:
     texts: list[str]
     new_tokens: int
     seconds: float
+    token_ids: list[list[int]] = field(default_factory=list)  # generated ids per sample (through eos)
 
 
 @dataclass
@@ -133,6 +134,7 @@ def generate(model, tokenizer, samples: Sequence[Sample], *, max_new_tokens: int
     prompts = [prompt_text(tokenizer, s) for s in samples]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     texts: list[str] = [""] * len(prompts)
+    token_ids: list[list[int]] = [[] for _ in prompts]
     new_tokens, seconds = 0, 0.0
     device = next(model.parameters()).device
     saved_side = tokenizer.padding_side
@@ -154,10 +156,11 @@ def generate(model, tokenizer, samples: Sequence[Sample], *, max_new_tokens: int
                     else:
                         tokens = [t for t in tokens if t != pad_id]
                     new_tokens += len(tokens)
+                    token_ids[i] = tokens
                     texts[i] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
     finally:
         tokenizer.padding_side = saved_side
-    return Generations(texts=texts, new_tokens=new_tokens, seconds=seconds)
+    return Generations(texts=texts, new_tokens=new_tokens, seconds=seconds, token_ids=token_ids)
 
 
 def wanted_metrics(spec: EvaluationSpec) -> list[str]:
@@ -266,7 +269,7 @@ def load_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def evaluate(job: FineTuneJob, *, adapter_dir: Path, rows: list[dict], out_dir: Path,
-             model=None, tokenizer=None) -> EvaluationResult:
+             model=None, tokenizer=None, home: Path | str | None = None) -> EvaluationResult:
     """Contract entry point. Loads the base (float32) and the adapter unless a peft `model` is passed
     (e.g. straight from training, to skip a reload)."""
     spec = job.spec.evaluation
@@ -278,24 +281,25 @@ def evaluate(job: FineTuneJob, *, adapter_dir: Path, rows: list[dict], out_dir: 
     check_evaluators(spec.evaluators)  # before loading anything
     to_samples(rows, spec.max_samples)
     if tokenizer is None:
-        tokenizer = _load_tokenizer(job, Path(adapter_dir))
+        tokenizer = _load_tokenizer(job, Path(adapter_dir), home)
     if model is None:
         import torch
 
         from tuneops.runtime.models import load_model
 
-        model = load_adapted(load_model(job.spec.base_model, dtype=torch.float32), Path(adapter_dir))
+        model = load_adapted(load_model(job.spec.base_model, dtype=torch.float32, home=home), Path(adapter_dir))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return compare(model, tokenizer, rows, spec, out_dir=Path(out_dir), batch_size=job.spec.training.batch_size * 2,
                    max_length=job.spec.training.max_seq_length)
 
 
-def _load_tokenizer(job: FineTuneJob, adapter_dir: Path):
+def _load_tokenizer(job: FineTuneJob, adapter_dir: Path, home: Path | str | None):
+    """The tokenizer saved with the adapter (with the family's fix-ups applied), else the base model's."""
+    from tuneops.runtime.models import load_tokenizer, prepare_tokenizer
+
     if (adapter_dir / "tokenizer_config.json").is_file():
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(adapter_dir)
-    from tuneops.runtime.models import load_tokenizer
-
-    return load_tokenizer(job.spec.base_model)
+        return prepare_tokenizer(AutoTokenizer.from_pretrained(adapter_dir), job.spec.base_model.family)
+    return load_tokenizer(job.spec.base_model, home=home)

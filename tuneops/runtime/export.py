@@ -167,16 +167,17 @@ def merge_loaded(model, adapter_dir: Path, out_dir: Path, *, dtype: str = "float
     return Path(out_dir)
 
 
-def merge_adapter(base: BaseModelSpec, adapter_dir: Path, out_dir: Path, dtype: str = "bfloat16") -> Path:
+def merge_adapter(base: BaseModelSpec, adapter_dir: Path, out_dir: Path, dtype: str = "bfloat16", *,
+                  home: Path | str | None = None) -> Path:
     """Contract entry point: load the base (float32, CPU), merge the adapter, save merged safetensors."""
     import torch
 
     from tuneops.runtime.models import load_model, load_tokenizer
 
     torch_dtype(dtype)  # validate before the expensive load
-    model = load_model(base, dtype=torch.float32)
+    model = load_model(base, dtype=torch.float32, home=home)
     adapter_dir = Path(adapter_dir)
-    tokenizer = _tokenizer_for(adapter_dir) or load_tokenizer(base)
+    tokenizer = _tokenizer_for(adapter_dir) or load_tokenizer(base, home=home)
     return merge_loaded(model, adapter_dir, out_dir, dtype=dtype, tokenizer=tokenizer)
 
 
