@@ -268,6 +268,7 @@ class Cluster:
     paths: Paths
     pids: dict
     procs: dict = dataclasses.field(default_factory=dict)
+    temp: bool = False  # state_dir was made by start(): stop() deletes it
 
     @property
     def kubeconfig(self) -> Path:
@@ -349,6 +350,8 @@ def start(state_dir: str | Path | None = None, *, job_pods: str = "succeed", nod
     no `kwok.tuneops.io/result` annotation/label: "succeed" (exit 0), "fail"
     (exit 1) or "hold" (stay Running until the test patches the pod status).
     detach: don't tie the processes' lifetime to this Python process.
+    Without state_dir a temp dir is used and deleted by stop() (keep it, with
+    the logs, by setting TUNEOPS_KUBE_KEEP=1).
     """
     if job_pods not in JOB_POD_RESULTS:
         raise ValueError(f"job_pods must be one of {JOB_POD_RESULTS}")
@@ -358,7 +361,7 @@ def start(state_dir: str | Path | None = None, *, job_pods: str = "succeed", nod
     state.mkdir(parents=True, exist_ok=True)
     (state / "ready").unlink(missing_ok=True)
     t0 = time.monotonic()
-    cluster = Cluster(state, paths, {})
+    cluster = Cluster(state, paths, {}, temp=not state_dir)
     proc = _spawn([paths.cluster, "-dir", state, "-nodes", nodes], state / "cluster.log", detach)
     cluster.procs["cluster"], cluster.pids["cluster"] = proc, proc.pid
     try:
@@ -422,6 +425,8 @@ def stop(cluster: Cluster, timeout: float = 30) -> None:
     with contextlib.suppress(FileNotFoundError):
         (cluster.state_dir / "pids.json").unlink()
     (cluster.state_dir / "ready").unlink(missing_ok=True)
+    if cluster.temp and os.environ.get("TUNEOPS_KUBE_KEEP") != "1":
+        shutil.rmtree(cluster.state_dir, ignore_errors=True)  # etcd data: ~65 MB per run
 
 
 def _is_ours(pid: int, cluster: Cluster) -> bool:

@@ -1,8 +1,13 @@
 """Session-scoped pytest fixture `kube`: a real Kubernetes control plane.
 
-Use from any conftest.py:
+Use from any conftest.py (re-exporting the hook builds before the first test,
+outside its pytest-timeout):
 
-    from tests.kube.fixture import kube  # noqa: F401  (re-export the fixture)
+    from tests.kube.fixture import kube, pytest_collection_finish  # noqa: F401
+
+or register it once as a plugin in tests/conftest.py:
+
+    pytest_plugins = ["tests.kube.fixture"]
 
 The fixture builds the cluster binaries (cached, see tests/cluster/README.md),
 starts etcd + kube-apiserver + kube-controller-manager + kwok, sets KUBECONFIG
@@ -14,6 +19,7 @@ Environment:
     TUNEOPS_SKIP_KUBE=1       skip tests that use the fixture (no build, no cluster)
     TUNEOPS_KUBE_STATE=DIR    reuse a cluster started by `devcluster.py up --state DIR`
     TUNEOPS_KUBE_JOB_PODS=... default outcome of Job pods: succeed (default), fail, hold
+    TUNEOPS_KUBE_KEEP=1       keep the state dir (logs, etcd data) after the session
 """
 from __future__ import annotations
 
