@@ -160,6 +160,7 @@ def _acquire() -> Kube:
             _state["owned"] = True
             atexit.register(devcluster.stop, cluster)  # safety net if teardown never runs
         _state["kube"] = Kube(cluster)
+        _state["saved_env"] = {k: os.environ.get(k) for k in ("KUBECONFIG", "PATH")}
         os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
         os.environ["PATH"] = f"{cluster.paths.dir}{os.pathsep}{os.environ.get('PATH', '')}"
     _state["users"] += 1
@@ -170,6 +171,11 @@ def _release() -> None:
     _state["users"] -= 1
     if _state["users"] == 0 and _state["kube"] is not None:
         kube, _state["kube"] = _state["kube"], None
+        for k, v in _state.pop("saved_env", {}).items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
         if _state["owned"]:
             devcluster.stop(kube.cluster)
             atexit.unregister(devcluster.stop)
