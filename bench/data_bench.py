@@ -131,8 +131,10 @@ def worker(name: str, src: Path, out: Path) -> None:
     start = time.perf_counter()
     counts = fn(src, out)
     seconds = time.perf_counter() - start
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"name": name, "seconds": seconds, "peak_rss_mib": peak_kib / 1024, "counts": counts}))
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime  # includes worker processes
+    print(json.dumps({"name": name, "seconds": seconds, "cpu_seconds": cpu, "peak_rss_mib": me.ru_maxrss / 1024,
+                      "worker_peak_rss_mib": kids.ru_maxrss / 1024, "counts": counts}))
 
 
 def measure(name: str, src: Path, rows: int, work: Path) -> dict:
@@ -144,6 +146,8 @@ def measure(name: str, src: Path, rows: int, work: Path) -> dict:
     result = json.loads(done.stdout.strip().splitlines()[-1])
     result["rows"] = rows
     result["rows_per_s"] = rows / result["seconds"]
+    result["rows_per_cpu_s"] = rows / result["cpu_seconds"]
+    print(json.dumps(result), file=sys.stderr)
     return result
 
 
@@ -185,18 +189,23 @@ def main() -> None:
                 results.append(measure("datasets.map", src, n, work))
             src.unlink()
     base = next((r for r in results if r["name"] == "datasets.map"), None)
-    header = "| pipeline | rows | seconds | rows/s | peak RSS (MiB) | speed vs datasets.map | kept |"
-    lines = [header, "|---|---:|---:|---:|---:|---:|---:|"]
+    header = ("| pipeline | rows | wall s | rows/s (wall) | CPU s (all procs) | rows per CPU-s | peak RSS MiB "
+              "(main / workers) | wall speed vs datasets.map | kept |")
+    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         ratio = f"{r['rows_per_s'] / base['rows_per_s']:.2f}x" if base and r["rows"] == base["rows"] else "—"
+        workers = f" / {r['worker_peak_rss_mib']:.0f}" if r["worker_peak_rss_mib"] > 1 else ""
         lines.append(f"| {r['name']} | {r['rows']:,} | {r['seconds']:.1f} | {r['rows_per_s']:,.0f} | "
-                     f"{r['peak_rss_mib']:.0f} | {ratio} | {r['counts']['kept']:,} |")
+                     f"{r['cpu_seconds']:.1f} | {r['rows_per_cpu_s']:,.0f} | {r['peak_rss_mib']:.0f}{workers} | "
+                     f"{ratio} | {r['counts']['kept']:,} |")
     table = "\n".join(lines)
     print(table)
     if args.results:
         cmd = "python bench/data_bench.py " + " ".join(a for a in sys.argv[1:] if not a.startswith("--results"))
         with open(args.results, "a", encoding="utf-8") as fh:
-            fh.write(f"\n`{cmd.strip()}` on {machine()}, {time.strftime('%Y-%m-%d')}:\n\n{table}\n")
+            load = os.getloadavg()[0]
+            fh.write(f"\n`{cmd.strip()}` on {machine()}, {time.strftime('%Y-%m-%d %H:%M')} "
+                     f"(load average at the end: {load:.1f}):\n\n{table}\n")
 
 
 if __name__ == "__main__":

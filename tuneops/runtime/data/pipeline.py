@@ -249,6 +249,25 @@ def _auto_workers(sources: list[SourceFile]) -> int:
     return min(os.cpu_count() or 1, 4) if size >= WORKERS_MIN_BYTES else 0
 
 
+def _start_pool(workers: int, spec: DatasetSpec) -> Any:
+    """fork when this process has no other thread (fast, and works from scripts without a `__main__`
+    guard); else spawn, since forking a threaded process (fsspec's event loop, ...) can deadlock the child.
+    If spawn cannot start (an unguarded script), run inline: slower, same output."""
+    import multiprocessing
+    import threading
+    import warnings
+
+    method = "fork" if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods() \
+        else "spawn"
+    try:
+        return multiprocessing.get_context(method).Pool(workers, initializer=init_worker,
+                                                        initargs=(spec.model_dump_json(by_alias=True),))
+    except RuntimeError as exc:
+        warnings.warn(f"data workers unavailable ({exc.args[0].strip().splitlines()[0]}); processing inline",
+                      stacklevel=3)
+        return None
+
+
 def _processed(rows: Any, processor: RowProcessor, pool: Any, workers: int) -> Any:
     """Yield `(line, obj, raw, result)` in input order; result is a processed row or a RowError. With a
     pool, batches go to workers with at most 2 per worker in flight (bounded memory, ordered output)."""
@@ -390,15 +409,9 @@ def _run(spec: DatasetSpec, sources: list[SourceFile], tmp: Path, tokenizer: Any
                 reject(uri, line, err, obj, raw)
         pending.clear()
 
+    pool = _start_pool(workers, spec) if workers > 1 else None  # before the progress bar's thread exists
     bar = _progress_bar(progress, f"prepare {spec.source}")
     tick = 0
-    pool = None
-    if workers > 1:
-        import multiprocessing
-
-        # spawn, not fork: the parent may hold threads (fsspec's event loop, tqdm's monitor).
-        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=init_worker,
-                                                         initargs=(spec.model_dump_json(by_alias=True),))
     try:
         for sf in sources:
             stats = SourceStats(sf.uri)
