@@ -119,3 +119,15 @@ def test_paths_and_contains():
     assert _contains(current, {"spec": {"replicas": 2, "selector": {"a": "b"}}})
     assert not _contains(current, {"spec": {"replicas": 3}})
     assert not _contains(current, {"spec": {"selector": {"a": "c"}}})
+
+
+def test_delayed_adds_of_one_key_collapse():
+    calls: list[str] = []
+    q = WorkQueue(lambda key: calls.append(key), workers=2).start()
+    try:
+        for _ in range(20):
+            q.add("burst", delay=0.2)  # a pod's created/scheduled/running events
+        time.sleep(0.8)
+    finally:
+        q.stop()
+    assert calls == ["burst"]

@@ -19,6 +19,8 @@ from .kube import Kube
 from .meta import FTJ_LABEL, MANAGED_BY, MD_LABEL
 from .workqueue import WorkQueue
 
+# Child events come in bursts (a pod is created, scheduled, started...): look at the parent once per burst.
+CHILD_DEBOUNCE = 0.5
 PARENTS = {"FineTuneJob": "finetunejobs", "ModelVersion": "modelversions", "ModelDeployment": "modeldeployments"}
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 
@@ -47,23 +49,23 @@ def register(registry: kopf.OperatorRegistry, queue: WorkQueue, kube: Kube) -> N
     @kopf.on.event("batch", "v1", "jobs", labels={**MANAGED, FTJ_LABEL: kopf.PRESENT}, registry=registry)
     def job_event(meta: dict[str, Any], namespace: str, **_: Any) -> None:
         if parent := _owner(meta, "FineTuneJob"):
-            queue.add(("FineTuneJob", namespace, parent))
+            queue.add(("FineTuneJob", namespace, parent), delay=CHILD_DEBOUNCE)
 
     @kopf.on.event("", "v1", "configmaps", labels={**MANAGED, FTJ_LABEL: kopf.PRESENT,
                                                    "app.kubernetes.io/component": "progress"}, registry=registry)
     def progress_event(meta: dict[str, Any], namespace: str, **_: Any) -> None:
         if parent := _owner(meta, "FineTuneJob"):
-            queue.add(("FineTuneJob", namespace, parent))
+            queue.add(("FineTuneJob", namespace, parent), delay=CHILD_DEBOUNCE)
 
     @kopf.on.event("", "v1", "pods", labels={**MANAGED, FTJ_LABEL: kopf.PRESENT}, registry=registry)
     def pod_event(meta: dict[str, Any], namespace: str, **_: Any) -> None:
         if parent := (meta.get("annotations") or {}).get(FTJ_LABEL):
-            queue.add(("FineTuneJob", namespace, parent))
+            queue.add(("FineTuneJob", namespace, parent), delay=CHILD_DEBOUNCE)
 
     @kopf.on.event("apps", "v1", "deployments", labels={**MANAGED, MD_LABEL: kopf.PRESENT}, registry=registry)
     def slot_event(meta: dict[str, Any], namespace: str, **_: Any) -> None:
         if parent := _owner(meta, "ModelDeployment"):
-            queue.add(("ModelDeployment", namespace, parent))
+            queue.add(("ModelDeployment", namespace, parent), delay=CHILD_DEBOUNCE)
 
     @kopf.on.event(GROUP, VERSION, "modelversions", registry=registry)
     def version_event(name: str, namespace: str, type: str | None, **_: Any) -> None:

@@ -27,6 +27,7 @@ class WorkQueue:
         self._processing: set[Hashable] = set()
         self._dirty: set[Hashable] = set()  # added again while being processed
         self._delayed: list[tuple[float, int, Hashable]] = []
+        self._due: dict[Hashable, float] = {}  # earliest pending delayed time per key
         self._seq = 0
         self._failures: dict[Hashable, int] = {}
         self._backoff = error_backoff
@@ -47,8 +48,12 @@ class WorkQueue:
     def add(self, key: Hashable, delay: float = 0.0) -> None:
         with self._cond:
             if delay > 0:
+                due = time.monotonic() + delay
+                if self._due.get(key, float("inf")) <= due:
+                    return  # already coming back no later than that
+                self._due[key] = due
                 self._seq += 1
-                heapq.heappush(self._delayed, (time.monotonic() + delay, self._seq, key))
+                heapq.heappush(self._delayed, (due, self._seq, key))
             elif key in self._processing:
                 self._dirty.add(key)
             elif key not in self._queued:
@@ -68,7 +73,10 @@ class WorkQueue:
                 now = time.monotonic()
                 due = []
                 while self._delayed and self._delayed[0][0] <= now:
-                    due.append(heapq.heappop(self._delayed)[2])
+                    at, _, key = heapq.heappop(self._delayed)
+                    if self._due.get(key) == at:
+                        del self._due[key]
+                        due.append(key)
                 wait = (self._delayed[0][0] - now) if self._delayed else 1.0
             for key in due:
                 self.add(key)
