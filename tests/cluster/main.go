@@ -104,12 +104,14 @@ func main() {
 	must(err)
 	saKey, err := keyutil.MakeEllipticPrivateKeyPEM()
 	must(err)
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	token := hex.EncodeToString(b)
+	token, nodeToken := randomToken(), randomToken()
 	for name, data := range map[string][]byte{
 		"tls.crt": crt, "tls.key": key, "sa.key": saKey,
-		"tokens.csv": []byte(token + `,admin,admin,"system:masters"` + "\n"),
+		// admin for everything; a kubelet-like identity for kwok-node-0 so
+		// tests can exercise the Node authorizer (kwok itself uses admin).
+		"tokens.csv": []byte(token + `,admin,admin,"system:masters"` + "\n" +
+			nodeToken + `,system:node:kwok-node-0,kwok-node-0,"system:nodes"` + "\n"),
+		"node-token": []byte(nodeToken),
 	} {
 		must(os.WriteFile(p(name), data, 0o600))
 	}
@@ -130,6 +132,7 @@ func main() {
 		"--tls-cert-file=" + p("tls.crt"), "--tls-private-key-file=" + p("tls.key"),
 		"--token-auth-file=" + p("tokens.csv"),
 		"--authorization-mode=Node,RBAC",
+		"--enable-admission-plugins=NodeRestriction", // as kubeadm does; pairs with the Node authorizer
 		"--allow-privileged=true",
 		"--service-cluster-ip-range=10.96.0.0/16",
 		"--service-account-issuer=https://kubernetes.default.svc",
@@ -221,6 +224,12 @@ func main() {
 
 	bind(ctx, cs, nodeNames)
 	<-make(chan struct{}) // wait for the apiserver goroutine to exit the process
+}
+
+func randomToken() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 func waitFor(what string, timeout time.Duration, ok func() bool) {

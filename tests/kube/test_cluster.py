@@ -216,3 +216,35 @@ def test_devcluster_cli_up_env_down(kube, tmp_path):
     assert down.returncode == 0, down.stderr
     assert not (state / "pids.json").exists()
     assert subprocess.run([*script, "env", "--state", str(state)], capture_output=True, text=True).returncode == 1
+
+
+def test_node_authorizer(kube):
+    """--authorization-mode=Node,RBAC: a node identity may read a Secret only
+    when a pod bound to that node uses it. STATE/node-token authenticates as
+    system:node:kwok-node-0 (group system:nodes)."""
+    ns = kube.create_namespace("nodeauthz")
+    as_node = ("--token", (kube.state_dir / "node-token").read_text().strip())
+    who = kube.kubectl(*as_node, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}").stdout
+    assert who == "system:node:kwok-node-0"
+    kube.kubectl("create", "secret", "generic", "used", "--from-literal=k=v", "-n", ns)
+    kube.kubectl("create", "secret", "generic", "unused", "--from-literal=k=v", "-n", ns)
+    kube.apply(json.dumps({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": "busybox",
+                                 "envFrom": [{"secretRef": {"name": "used"}}]}]},
+    }), namespace=ns)
+    kube.wait_for("pod bound", lambda: kube.get("pod", "p", namespace=ns)["spec"].get("nodeName"))
+
+    kube.wait_for("node may read the secret its pod uses", lambda: kube.kubectl(
+        *as_node, "get", "secret", "used", "-n", ns, check=False).returncode == 0)
+    denied = kube.kubectl(*as_node, "get", "secret", "unused", "-n", ns, check=False)
+    assert denied.returncode != 0
+    assert "no relationship found between node 'kwok-node-0' and this object" in denied.stderr
+    # In 1.34 a node may read only its own Node object ...
+    assert kube.kubectl(*as_node, "get", "node", "kwok-node-0", check=False).returncode == 0
+    listed = kube.kubectl(*as_node, "get", "nodes", check=False)
+    assert listed.returncode != 0 and "cannot read all nodes" in listed.stderr
+    # ... and NodeRestriction admission stops it from setting restricted labels on itself.
+    r = kube.kubectl(*as_node, "label", "node", "kwok-node-0", "node-restriction.kubernetes.io/x=y", check=False)
+    assert r.returncode != 0, r.stdout
+    assert "is not allowed to modify labels" in r.stderr, r.stderr
