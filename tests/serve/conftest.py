@@ -64,3 +64,12 @@ def greedy(tiny_loaded):
 
     complete.chat = chat  # type: ignore[attr-defined]
     return complete
+
+
+@pytest.fixture(autouse=True)
+def _client_is_online(monkeypatch):
+    """The runtime sets HF_HUB_OFFLINE=1 in this process (it must never reach a hub), and huggingface_hub then
+    refuses every request, loopback included. A real InferenceClient runs in another process, without it."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)

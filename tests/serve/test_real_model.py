@@ -39,7 +39,9 @@ def test_inference_client_chat_answers_paris(smollm2_server):
     out = client.chat_completion(QUESTION, max_tokens=12, temperature=0)
     assert "paris" in out.choices[0].message.content.lower(), out
     assert out.choices[0].finish_reason in ("stop", "length")
-    assert out.model == "smollm2-chat@1"
+    assert out.model == "dummy"  # like TGI: the request's model is echoed (InferenceClient sends "dummy")
+    assert InferenceClient(model=smollm2_server.url, provider="hf-inference").get_endpoint_info()["model_id"] \
+        == "smollm2-chat@1"
     streamed = "".join(c.choices[0].delta.content or "" for c in
                        client.chat_completion(QUESTION, max_tokens=12, temperature=0, stream=True))
     assert streamed == out.choices[0].message.content

@@ -22,7 +22,7 @@ from .loader import LoadedModel
 from .metrics import CONTENT_TYPE
 from .middleware import RequestContext, current_request_id
 from .schemas import (ChatRequest, CompletionRequest, GenerateParameters, GenerateRequest, TokenizeRequest,
-                      chat_to_parameters, completion_to_parameters, default_parameters)
+                      check_text, chat_to_parameters, completion_to_parameters, default_parameters)
 from .state import Outcome, Prepared, ServeConfig, ServerState
 
 SSE_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}
@@ -227,8 +227,6 @@ def _tgi_routes(app: FastAPI, state: ServerState) -> None:
         tok = state.tokenizer
         if not getattr(tok, "is_fast", False):
             raise errors.ServeError(404, "not_found", "tokenization needs a fast tokenizer")
-        from .schemas import check_text
-
         check_text("inputs", req.inputs, max_chars=state.config.max_input_chars)
         enc = tok(req.inputs, return_offsets_mapping=True)
         return [{"id": tid, "text": req.inputs[start:stop], "start": start, "stop": stop}
