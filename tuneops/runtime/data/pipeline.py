@@ -29,7 +29,7 @@ from .formats import Converter, missing_columns
 from .jsonfast import JSONDecodeError, dumps, dumps_lenient, loads
 from .readers import SourceFile, SourceStats, hash_source, iter_rows, resolve_sources
 from .pii import Redactor
-from .rowproc import RowProcessor, Unparsed, init_worker, parse_line, run_batch
+from .rowproc import RowProcessor, Unparsed, init_worker, pack_lines, parse_line, run_batch, run_packed
 from .stats import Distributions
 from .tokens import TokenCounter, tokenizer_fingerprint
 
@@ -295,16 +295,22 @@ def _processed(rows: Any, processor: RowProcessor, pool: Any, workers: int) -> A
         for line, obj, error, raw in batch:
             yield line, obj, raw, error if error is not None else next(todo)
 
+    def submit(batch: list) -> None:
+        work = [(o, r) for _, o, e, r in batch if e is None]
+        packed = pack_lines(work)
+        future = pool.apply_async(run_packed, (packed,)) if packed else pool.apply_async(run_batch, (work,))
+        in_flight.append((batch, future))
+
     batch: list = []
     for row in rows:
         batch.append(row)
         if len(batch) >= WORKER_BATCH:
-            in_flight.append((batch, pool.apply_async(run_batch, ([(o, r) for _, o, e, r in batch if e is None],))))
+            submit(batch)
             batch = []
             if len(in_flight) >= 2 * workers:
                 yield from drain_one()
     if batch:
-        in_flight.append((batch, pool.apply_async(run_batch, ([(o, r) for _, o, e, r in batch if e is None],))))
+        submit(batch)
     while in_flight:
         yield from drain_one()
 
