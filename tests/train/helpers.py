@@ -24,7 +24,7 @@ def small_job(**training: Any):
     doc = copy.deepcopy(example_doc())
     doc["spec"]["dataset"]["source"] = str(REPO / "examples" / "data" / "support-tickets.jsonl")
     doc["spec"]["dataset"]["split"] = {"validation": 0.05, "seed": 42}
-    doc["spec"]["training"].update({"maxSteps": 24, "batchSize": 4, "learningRate": 1e-3, "warmupRatio": 0.0,
+    doc["spec"]["training"].update({"maxSteps": 16, "batchSize": 4, "learningRate": 1e-3, "warmupRatio": 0.0,
                                     "logEverySteps": 4, "maxSeqLength": 256})
     doc["spec"]["training"].update(training)
     return doc

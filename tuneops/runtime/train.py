@@ -204,17 +204,22 @@ def _resume_point(layout: RunLayout, remote: ckpt.RemoteCheckpoints | None) -> P
 
 
 def save_atomically(trainer, tokenizer, target: Path) -> Path:
-    """Save the adapter (or full model) + tokenizer into a temp dir, then rename; COMPLETE written last."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        trainer.save_model(str(staging))
+    """Save the adapter (or full model) + tokenizer into a staging dir, then rename; COMPLETE written last.
+
+    Every rank calls this (FSDP/DeepSpeed gather weights collectively); rank 0 alone touches the files."""
+    staging = target.parent / f".{target.name}.staging"
+    rank0 = trainer.is_world_process_zero()
+    if rank0:
+        shutil.rmtree(staging, ignore_errors=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(staging))
+    trainer.accelerator.wait_for_everyone()
+    if rank0:
         tokenizer.save_pretrained(str(staging))
         (staging / ADAPTER_COMPLETE).write_text("ok\n")
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
@@ -248,7 +253,7 @@ def train(job: FineTuneJob, *, run_dir: Path, data: Any, tracking: Tracker | str
     run_id = tracker.start(job, layout.root) if tracker else None
     if tracker:
         tracker.log_dataset(data.version, Path(data.out_dir) / "manifest.json", name=spec.dataset.source,
-                            source=str(data.out_dir))
+                            source=str(data.out_dir), sample_path=data.train_path)
     if progress:
         progress.update(phase="Running", mlflowRunId=run_id, datasetHash=data.version, force=True)
 
@@ -293,9 +298,10 @@ def _fit(job, layout, data, tokenizer, train_set, eval_set, tracker, progress, r
         metrics["final_train_loss"] = float(losses[-1])
         metrics["first_train_loss"] = float(losses[0])
 
+    metrics["world_size"] = float(trainer.args.world_size)
     target = layout.merged if spec.method == "full" else layout.adapter
+    save_atomically(trainer, tokenizer, target)
     if trainer.is_world_process_zero():
-        save_atomically(trainer, tokenizer, target)
         curve = plot_training_curve(state.log_history, layout.root / "training-curve.png")
         if tracker:
             tracker.log_metrics({k: v for k, v in metrics.items() if not k.endswith("_runtime")}, state.global_step)
