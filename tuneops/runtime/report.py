@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -220,11 +221,10 @@ def write_report(run_dir: Path, result: EvaluationResult | None = None, *,
 
 def log_to_mlflow(client, run_id: str, result: EvaluationResult, files: ReportFiles | None = None) -> None:
     """Scores as metrics (base.<m>, tuned.<m>), the verdict as a tag, the table and the report as artifacts."""
+    from mlflow.entities import Metric
+
     metrics = {f"base.{k}": v for k, v in result.base.items()}
     metrics.update({f"tuned.{k}": v for k, v in result.tuned.items()})
-    from mlflow.entities import Metric
-    import time
-
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
     client.set_tag(run_id, "tuneops.gate_verdict", result.verdict)
