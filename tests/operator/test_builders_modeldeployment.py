@@ -164,6 +164,7 @@ def test_merged_weights_and_builtin_engine():
     (c,) = dep["spec"]["template"]["spec"]["containers"]
     assert c["command"][:4] == ["tuneops", "serve", "--version", "/models/bot/2"]
     assert c["ports"] == [{"name": "http", "containerPort": 9000}]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/health" and c["livenessProbe"]["httpGet"]["path"] == "/livez"
     md = modeldeployment(active="bot-v2", engine={"kind": "tgi", "env": [{"name": "HF_HUB_OFFLINE", "value": "0"}]})
     (dep,) = _plan(md, _slots()).deployments
     env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}

@@ -101,8 +101,10 @@ def engine_container(spec: ModelDeploymentSpec, version: VersionArtifacts, setti
     container["env"] = _merge_env(env, _env(engine.env))
     container["ports"] = [{"name": "http", "containerPort": port}]
     health = {"httpGet": {"path": "/health", "port": "http"}}
+    # The builtin server's /health is 503 while draining; its liveness endpoint is /livez (TGI has /health only).
+    live = {"httpGet": {"path": "/livez" if engine.kind == "builtin" else "/health", "port": "http"}}
     container["readinessProbe"] = {**health, "periodSeconds": 5, "failureThreshold": 3}
-    container["livenessProbe"] = {**health, "periodSeconds": 10, "failureThreshold": 6}
+    container["livenessProbe"] = {**live, "periodSeconds": 10, "failureThreshold": 6}
     # Weights load before the port opens (TGI warms up first): allow up to 30 minutes.
     container["startupProbe"] = {**health, "periodSeconds": 10, "failureThreshold": 180}
     res = spec.resources
