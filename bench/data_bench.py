@@ -168,6 +168,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000, help="rows for the side-by-side run")
     ap.add_argument("--sizes", default="250000,1000000", help="tuneops-only sizes, to show memory is flat")
     ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--baseline-only", action="store_true", help="measure only datasets.map (at --rows)")
     ap.add_argument("--results", help="append the markdown table to this file")
     ap.add_argument("--worker"), ap.add_argument("--input"), ap.add_argument("--out")
     args = ap.parse_args()
@@ -178,13 +179,14 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory(prefix="data-bench-") as tmp:
         work = Path(tmp)
-        for n in sizes:
+        for n in ([args.rows] if args.baseline_only else sizes):
             src = work / f"rows-{n}.jsonl"
             t = time.perf_counter()
             write_input(src, n)
             print(f"generated {n} rows ({src.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - t:.0f}s",
                   file=sys.stderr)
-            results.append(measure("tuneops", src, n, work))
+            if not args.baseline_only:
+                results.append(measure("tuneops", src, n, work))
             if n == args.rows and not args.no_baseline:
                 results.append(measure("datasets.map", src, n, work))
             src.unlink()
