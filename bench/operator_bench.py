@@ -4,10 +4,11 @@
 Runs the real `tuneops operator` (subprocess, standalone, one namespace) against the tests/cluster control
 plane (etcd + kube-apiserver + kube-controller-manager + kwok). For each FineTuneJob: t0 = when its create
 call returned, t1 = when a watch on Jobs saw `<name>-r1` ADDED. Reports p50/p99 of t1 - t0 and the total
-(first create -> last Job). The baseline is the same run with one reconcile worker; the table shows ratios.
+(first create -> last Job). Baseline: kopf create/update/resume parent handlers ("causes"); compared with the
+default filtered event handlers ("events"), same cluster, back to back; the table shows ratios.
 
-    python bench/operator_bench.py                # 1000 jobs, workers 1 (baseline) and 4
-    python bench/operator_bench.py -n 200 --workers 1 8
+    python bench/operator_bench.py                # 1000 jobs, causes (baseline) then events
+    python bench/operator_bench.py -n 200 --parents events --workers 1 4
     TUNEOPS_KUBE_STATE=/tmp/tuneops-devcluster python bench/operator_bench.py   # reuse a running cluster
 """
 
@@ -39,7 +40,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def run_once(n: int, workers: int, template: dict, kubeconfig: str) -> dict:
+def run_once(n: int, workers: int, template: dict, kubeconfig: str, parents: str) -> dict:
     import kubernetes
 
     api_client = kubernetes.config.new_client_from_config(config_file=kubeconfig)
@@ -51,6 +52,7 @@ def run_once(n: int, workers: int, template: dict, kubeconfig: str) -> dict:
     core.create_namespace({"metadata": {"name": ns}})
 
     env = {**os.environ, "KUBECONFIG": kubeconfig, "TUNEOPS_OPERATOR_WORKERS": str(workers),
+           "TUNEOPS_PARENT_HANDLERS": parents,
            # Pods stay Running: the bench measures the operator, not kwok finishing 1000 pods.
            "TUNEOPS_TRAINING_POD_ANNOTATIONS": json.dumps({"kwok.tuneops.io/result": "hold"})}
     log = open(f"/tmp/operator-bench-{ns}.log", "wb")
@@ -93,7 +95,7 @@ def run_once(n: int, workers: int, template: dict, kubeconfig: str) -> dict:
     if not finished:
         raise SystemExit(f"only {len(seen)}/{n} Jobs appeared (workers={workers}); see /tmp/operator-bench-{ns}.log")
     latencies = [seen[k] - created[k] for k in created]
-    return {"workers": workers, "n": n, "apply_s": applied,
+    return {"parents": parents, "workers": workers, "n": n, "apply_s": applied,
             "p50_s": statistics.median(latencies), "p99_s": percentile(latencies, 0.99),
             "total_s": max(seen.values()) - start}
 
@@ -101,8 +103,9 @@ def run_once(n: int, workers: int, template: dict, kubeconfig: str) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", type=int, default=1000, help="FineTuneJobs to apply (default 1000)")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 4],
-                        help="reconcile worker counts; the first is the baseline")
+    parser.add_argument("--workers", type=int, nargs="+", default=[4], help="reconcile worker counts")
+    parser.add_argument("--parents", nargs="+", default=["causes", "events"], choices=["causes", "events"],
+                        help="parent handler styles (TUNEOPS_PARENT_HANDLERS); the first run is the baseline")
     args = parser.parse_args()
 
     reuse = os.environ.get("TUNEOPS_KUBE_STATE")
@@ -118,16 +121,17 @@ def main() -> int:
                         "--for=condition=Established", "crd/finetunejobs.tuneops.io"], check=True,
                        capture_output=True)
         template = yaml.safe_load((REPO / "examples" / "smollm2-lora.yaml").read_text())
-        rows = [run_once(args.n, w, template, str(cluster.kubeconfig)) for w in args.workers]
+        rows = [run_once(args.n, w, template, str(cluster.kubeconfig), p) for p in args.parents for w in args.workers]
     finally:
         if not reuse:
             devcluster.stop(cluster)
     base = rows[0]
-    print(f"\nOperator bench: {args.n} FineTuneJobs applied -> Job created (baseline: workers={base['workers']})\n")
-    print("| workers | jobs | apply s | p50 s | p99 s | total s | p50 ratio | p99 ratio | total ratio | jobs/s |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"\nOperator bench: {args.n} FineTuneJobs applied -> Job created "
+          f"(baseline: parents={base['parents']}, workers={base['workers']})\n")
+    print("| parent handlers | workers | jobs | apply s | p50 s | p99 s | total s | p50 ratio | p99 ratio | total ratio | jobs/s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['workers']} | {r['n']} | {r['apply_s']:.1f} | {r['p50_s']:.2f} | {r['p99_s']:.2f} | "
+        print(f"| {r['parents']} | {r['workers']} | {r['n']} | {r['apply_s']:.1f} | {r['p50_s']:.2f} | {r['p99_s']:.2f} | "
               f"{r['total_s']:.1f} | {r['p50_s'] / base['p50_s']:.2f} | {r['p99_s'] / base['p99_s']:.2f} | "
               f"{r['total_s'] / base['total_s']:.2f} | {r['n'] / r['total_s']:.1f} |")
     return 0

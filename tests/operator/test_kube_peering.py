@@ -44,8 +44,6 @@ def test_only_the_highest_priority_replica_reconciles(crds, tmp_path):
     try:
         wait("both peers registered", lambda: len((get_json(kube, "kopfpeering", "tuneops", namespace=ns)
                                                    .get("status") or {})) == 2, timeout=90)
-        wait("the low-priority replica pauses", lambda: "Pausing operations" in (tmp_path / "op1.log").read_text(),
-             timeout=60)
         doc = example("smollm2-lora.yaml")
         doc["metadata"] = {"name": "peered"}
         kube.apply(json.dumps(doc), namespace=ns)

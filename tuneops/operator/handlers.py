@@ -32,15 +32,37 @@ def _owner(meta: dict[str, Any], kind: str) -> str | None:
     return None
 
 
-def register(registry: kopf.OperatorRegistry, queue: WorkQueue, kube: Kube) -> None:
-    """Attach all handlers to `registry` (a fresh registry per operator keeps tests isolated)."""
+def needs_reconcile(event_type: str | None, body: dict[str, Any]) -> bool:
+    """A parent event matters when the object is new to us (listing/ADDED) or its spec generation is not yet
+    reflected in status; our own status writes (observedGeneration == generation) are skipped."""
+    if event_type == "DELETED":
+        return False
+    meta, status = body.get("metadata") or {}, body.get("status") or {}
+    return event_type in (None, "ADDED") or status.get("observedGeneration") != meta.get("generation")
+
+
+def register(registry: kopf.OperatorRegistry, queue: WorkQueue, kube: Kube, parents: str = "causes") -> None:
+    """Attach all handlers to `registry` (a fresh registry per operator keeps tests isolated).
+
+    parents="causes" (default): kopf's create/update/resume handlers (kopf diffs every event and annotates
+    every object). parents="events" (experimental, TUNEOPS_PARENT_HANDLERS=events): filtered event handlers,
+    no per-object kopf state; faster, but kopf then runs no peering, so only for a single replica."""
 
     def parent_handler(kind: str):
         def enqueue(name: str, namespace: str, **_: Any) -> None:
             queue.add((kind, namespace, name))
         return enqueue
 
+    def parent_event(kind: str):
+        def on_event(name: str, namespace: str, type: str | None, body: dict[str, Any], **_: Any) -> None:
+            if needs_reconcile(type, body):
+                queue.add((kind, namespace, name))
+        return on_event
+
     for kind, plural in PARENTS.items():
+        if parents == "events":
+            kopf.on.event(GROUP, VERSION, plural, registry=registry, id=f"{kind}-event")(parent_event(kind))
+            continue
         handler = parent_handler(kind)
         kopf.on.resume(GROUP, VERSION, plural, registry=registry, id=f"{kind}-resume")(handler)
         kopf.on.create(GROUP, VERSION, plural, registry=registry, id=f"{kind}-create")(handler)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import threading
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ def build(settings: OperatorSettings, kube: Kube | None = None) -> tuple[kopf.Op
     kube = kube or Kube()
     queue = WorkQueue(Reconciler(kube, settings), workers=settings.workers)
     registry = kopf.OperatorRegistry()
-    handlers.register(registry, queue, kube)
+    handlers.register(registry, queue, kube, parents=os.environ.get("TUNEOPS_PARENT_HANDLERS", "causes"))
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
