@@ -131,3 +131,14 @@ def test_delayed_adds_of_one_key_collapse():
     finally:
         q.stop()
     assert calls == ["burst"]
+
+
+def test_parent_event_filter_skips_our_own_status_writes():
+    from tuneops.operator.handlers import needs_reconcile
+
+    body = {"metadata": {"generation": 2}, "status": {"observedGeneration": 2}}
+    assert needs_reconcile(None, body) and needs_reconcile("ADDED", body)  # listing at start-up, creation
+    assert not needs_reconcile("MODIFIED", body)  # a status write of ours
+    assert needs_reconcile("MODIFIED", {"metadata": {"generation": 3}, "status": {"observedGeneration": 2}})
+    assert needs_reconcile("MODIFIED", {"metadata": {"generation": 1}})  # never reconciled yet
+    assert not needs_reconcile("DELETED", body)
