@@ -11,6 +11,11 @@ from tests.train.helpers import tiny_job, write_job
 from tuneops.cli import main
 
 
+def last_summary(stdout: str) -> dict:
+    """The JSON summary `tuneops run` prints last (the Trainer prints its log lines before it)."""
+    return json.loads(stdout[stdout.rindex('{\n  "runDir"'):])
+
+
 def pipeline_doc(tiny_llama_dir, **evaluation):
     doc = tiny_job(tiny_llama_dir, maxSteps=4, logEverySteps=2, saveEverySteps=2)
     doc["spec"]["evaluation"].update({"maxSamples": 3, "maxNewTokens": 6, **evaluation})
@@ -22,7 +27,7 @@ def test_run_registers_a_model_version(tiny_llama_dir, tmp_path, capsys):
     doc = pipeline_doc(tiny_llama_dir, metrics=["loss", "perplexity"], gate={"loss": {"max": 1000.0}})
     spec = write_job(doc, tmp_path / "job.yaml")
     assert main(["run", str(spec), "--home", str(tmp_path / "home")]) == 0
-    out = json.loads(capsys.readouterr().out)
+    out = last_summary(capsys.readouterr().out)
     assert out["steps"] == ["validate", "prepare data", "train", "evaluate", "export", "register"]
     assert out["verdict"] == "Passed" and out["modelVersion"]
     versions = list((tmp_path / "home" / "registry").rglob("modelversion.yaml"))
@@ -43,7 +48,7 @@ def test_a_failed_gate_stops_before_register(tiny_llama_dir, tmp_path, capsys):
     assert main(["run", str(spec), "--home", str(tmp_path / "home")]) == 1
     captured = capsys.readouterr()
     assert "evaluation gate failed: no ModelVersion registered" in captured.err
-    assert json.loads(captured.out)["verdict"] == "Failed"
+    assert last_summary(captured.out)["verdict"] == "Failed"
     assert not (tmp_path / "home" / "registry").exists() or not list((tmp_path / "home" / "registry").rglob("*.yaml"))
 
 

@@ -217,6 +217,9 @@ def save_atomically(trainer, tokenizer, target: Path) -> Path:
     trainer.accelerator.wait_for_everyone()
     if rank0:
         tokenizer.save_pretrained(str(staging))
+        # The Trainer adds training_args.bin, a pickle: artifacts are safetensors/JSON only (the settings
+        # are in resolved-config.json).
+        (staging / "training_args.bin").unlink(missing_ok=True)
         (staging / ADAPTER_COMPLETE).write_text("ok\n")
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
