@@ -43,8 +43,12 @@ def _needs(module: str, step: str):
 class StepPrinter:
     """One line per step with its wall time; the Trainer draws its own tqdm bar inside 'train'."""
 
-    def __init__(self, out=sys.stderr):
-        self.out = out
+    def __init__(self, out=None):
+        self._out = out
+
+    @property
+    def out(self):
+        return self._out or sys.stderr  # looked up late: stderr may be replaced (tests, redirection)
 
     def run(self, index: int, name: str, fn: Callable[[], Any]) -> Any:
         print(f"[{index}/{len(STEPS)}] {name} ...", file=self.out, flush=True)
