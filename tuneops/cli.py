@@ -43,18 +43,25 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_crds(args: argparse.Namespace) -> int:
-    from .manifests import CRD_DIR, stale_crds, write_crds
+    from .manifests import CHART_CRD_DIR, CRD_DIR, stale_crds, write_crds
 
-    directory = Path(args.dir) if args.dir else CRD_DIR
+    # By default: the repo's crds/ and, when present, the Helm chart's copy.
+    targets = [(Path(args.dir), True)] if args.dir else [(CRD_DIR, True)]
+    if not args.dir and CHART_CRD_DIR.is_dir():
+        targets.append((CHART_CRD_DIR, False))
     if args.check:
-        stale = stale_crds(directory)
-        if stale:
-            print(f"stale CRDs in {directory}: {', '.join(stale)}; run `tuneops crds` and commit", file=sys.stderr)
-            return 1
-        print(f"CRDs in {directory} are up to date")
-        return 0
-    for path in write_crds(directory):
-        print(f"wrote {path}")
+        failed = False
+        for directory, strays in targets:
+            stale = stale_crds(directory, strays=strays)
+            if stale:
+                failed = True
+                print(f"stale CRDs in {directory}: {', '.join(stale)}; run `tuneops crds` and commit", file=sys.stderr)
+            else:
+                print(f"CRDs in {directory} are up to date")
+        return 1 if failed else 0
+    for directory, _ in targets:
+        for path in write_crds(directory):
+            print(f"wrote {path}")
     return 0
 
 

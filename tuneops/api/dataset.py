@@ -16,7 +16,8 @@ DATASET_SOURCE = r"^((s3|gs|gcs|az|abfs|file|hf|https?)://[^\s]+|[^:\s]+)$"
 
 
 class CleaningSpec(TuneopsModel):
-    """Cleaning rules, each switchable. Applied in this order: normalise, filter, dedupe, redact."""
+    """Cleaning rules, each switchable. Applied in this order: normalise, filter, redact, dedupe (so rows
+    that differ only in PII count as duplicates)."""
 
     normalize_unicode: bool = Field(default=True, description="Unicode NFC normalisation.")
     strip_control_chars: bool = Field(default=True, description="Drop control characters (keeps \\n and \\t).")
