@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.kube.fixture import RESULT_ANNOTATION, kube, pytest_collection_finish  # noqa: F401
 
@@ -18,28 +17,10 @@ HOLD = {RESULT_ANNOTATION: "hold"}
 NS_PREFIX = "op"
 
 
-def _materialize_defaults(node):
-    """Replace `default: {}` by the object its properties' defaults make (bottom-up).
-
-    Workaround for a generated-CRD bug (reported): the apiserver evaluates CEL rules against the literal
-    default `{}` without applying nested defaults, so `spec.distribution` (rule on `self.strategy`) is rejected
-    with "no such key: strategy"."""
-    if isinstance(node, list):
-        return [_materialize_defaults(n) for n in node]
-    if not isinstance(node, dict):
-        return node
-    node = {k: _materialize_defaults(v) for k, v in node.items()}
-    if node.get("default") == {} and "properties" in node:
-        node["default"] = {k: v["default"] for k, v in node["properties"].items() if "default" in v}
-    return node
-
-
 def apply_crds(kubectl) -> None:
-    """Apply crds/*.yaml sent as JSON: the Go YAML 1.1 parser reads the unquoted `- n` (a required field of
-    status.attempts[]) as the boolean false and rejects the CRD; JSON keeps it a string."""
+    """Apply crds/*.yaml as committed (server-side: large CRDs overflow client-side apply's annotation)."""
     for path in sorted((REPO / "crds").glob("*.yaml")):
-        doc = _materialize_defaults(yaml.safe_load(path.read_text()))
-        kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=json.dumps(doc))
+        kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ from tuneops.api import FineTuneJobSpec
 from tuneops.api.base import EnvVar
 
 from .meta import (
+    container_resources,
     CR_API_VERSION, FTJ_LABEL, REVISION_LABEL, SPEC_HASH_ANNOTATION, child_name, common_labels, owned,
 )
 from .settings import OperatorSettings
@@ -170,19 +171,6 @@ def _env(ftj: dict[str, Any], spec: FineTuneJobSpec, revision: int, settings: Op
     return env + [_env_var(v) for v in spec.env]
 
 
-def _resources(spec: FineTuneJobSpec) -> dict[str, Any]:
-    res = spec.resources
-    requests: dict[str, str] = {}
-    limits: dict[str, str] = {}
-    if res.cpu:
-        requests["cpu"] = res.cpu
-    if res.memory:
-        requests["memory"] = limits["memory"] = res.memory
-    if res.gpu.count:
-        requests[res.gpu.resource_name] = limits[res.gpu.resource_name] = str(res.gpu.count)
-    return {k: v for k, v in (("requests", requests), ("limits", limits)) if v}
-
-
 def _volumes(ftj: dict[str, Any], spec: FineTuneJobSpec, revision: int) -> tuple[list[dict], list[dict]]:
     shm: dict[str, Any] = {"medium": "Memory"}
     if spec.resources.shared_memory:
@@ -227,7 +215,7 @@ def training_job(ftj: dict[str, Any], spec: FineTuneJobSpec, revision: int, dige
     }
     if env_from := _env_from(spec):
         container["envFrom"] = env_from
-    if resources := _resources(spec):
+    if resources := container_resources(spec.resources):
         container["resources"] = resources
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",  # required by podFailurePolicy; the Job controller makes new pods

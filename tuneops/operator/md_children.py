@@ -16,7 +16,10 @@ from typing import Any
 from tuneops.api import ModelDeploymentSpec
 from tuneops.api.base import EnvVar
 
-from .meta import MD_LABEL, SLOT_LABEL, VERSION_ANNOTATION, VERSION_LABEL, child_name, common_labels, label_value, owned
+from .meta import (
+    MD_LABEL, SLOT_LABEL, VERSION_ANNOTATION, VERSION_LABEL, child_name, common_labels, container_resources, label_value,
+    owned,
+)
 from .settings import OperatorSettings
 
 SLOTS = ("blue", "green")
@@ -107,17 +110,8 @@ def engine_container(spec: ModelDeploymentSpec, version: VersionArtifacts, setti
     container["livenessProbe"] = {**live, "periodSeconds": 10, "failureThreshold": 6}
     # Weights load before the port opens (TGI warms up first): allow up to 30 minutes.
     container["startupProbe"] = {**health, "periodSeconds": 10, "failureThreshold": 180}
-    res = spec.resources
-    requests: dict[str, str] = {}
-    limits: dict[str, str] = {}
-    if res.cpu:
-        requests["cpu"] = res.cpu
-    if res.memory:
-        requests["memory"] = limits["memory"] = res.memory
-    if res.gpu.count:
-        requests[res.gpu.resource_name] = limits[res.gpu.resource_name] = str(res.gpu.count)
-    if requests or limits:
-        container["resources"] = {k: v for k, v in (("requests", requests), ("limits", limits)) if v}
+    if resources := container_resources(spec.resources):
+        container["resources"] = resources
     container["volumeMounts"] = [{"name": "dshm", "mountPath": "/dev/shm"}]
     return container
 

@@ -11,6 +11,7 @@ from typing import Any
 import kopf
 
 from tuneops.api import API_VERSION, GROUP
+from tuneops.api.base import ResourcesSpec
 
 MANAGED_BY = "tuneops-operator"
 PART_OF = "tuneops"
@@ -125,3 +126,17 @@ def ref(api_version: str, kind: str, name: str) -> dict[str, str]:
 
 
 CR_API_VERSION = API_VERSION
+
+
+def container_resources(res: ResourcesSpec) -> dict[str, Any]:
+    """requests/limits for a pod's main container. Memory and GPUs are also limits: a pod that exceeds its
+    memory request must not starve its neighbours, and extended resources need request == limit."""
+    requests: dict[str, str] = {}
+    limits: dict[str, str] = {}
+    if res.cpu:
+        requests["cpu"] = res.cpu
+    if res.memory:
+        requests["memory"] = limits["memory"] = res.memory
+    if res.gpu.count:
+        requests[res.gpu.resource_name] = limits[res.gpu.resource_name] = str(res.gpu.count)
+    return {k: v for k, v in (("requests", requests), ("limits", limits)) if v}
