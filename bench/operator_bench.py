@@ -112,10 +112,8 @@ def main() -> int:
     cluster = devcluster.attach(reuse) if reuse else devcluster.start("/tmp/tuneops-bench-cluster", job_pods="hold")
     try:
         for path in sorted((REPO / "crds").glob("*.yaml")):
-            # As JSON: Go's YAML 1.1 parser reads the CRD's unquoted `- n` as a boolean.
             subprocess.run([str(cluster.paths.kubectl), "--kubeconfig", str(cluster.kubeconfig), "apply",
-                            "--server-side", "--force-conflicts", "-f", "-"],
-                           input=json.dumps(yaml.safe_load(path.read_text())), text=True, check=True,
+                            "--server-side", "--force-conflicts", "-f", str(path)], text=True, check=True,
                            capture_output=True)
         subprocess.run([str(cluster.paths.kubectl), "--kubeconfig", str(cluster.kubeconfig), "wait",
                         "--for=condition=Established", "crd/finetunejobs.tuneops.io"], check=True,
