@@ -146,6 +146,8 @@ def test_two_process_gloo_ddp_matches_one_process(tiny_llama_dir, tmp_path):
     m2 = result["metrics"]
     assert m2["world_size"] == 2 and m1["world_size"] == 1
     for m in (m1, m2):
-        assert m["final_train_loss"] < 0.8 * m["first_train_loss"], m
+        # Both learn: the held-out loss falls (robust), and so does the noisier last-batch training loss.
+        assert m["eval_loss"] < 0.9 * m["initial_eval_loss"], m
+        assert m["final_train_loss"] < 0.9 * m["first_train_loss"], m
     assert abs(m1["final_train_loss"] - m2["final_train_loss"]) <= 0.15 * m1["final_train_loss"], (m1, m2)
     assert abs(m1["eval_loss"] - m2["eval_loss"]) <= 0.15 * m1["eval_loss"], (m1, m2)

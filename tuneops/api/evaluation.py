@@ -11,7 +11,7 @@ from .base import Rule, TuneopsModel, is_set, rules
 # Built-in metrics. Loss-like metrics are better when lower.
 BuiltinMetric = Literal["loss", "perplexity", "rougeL", "bleu", "chrf", "exactMatch", "jsonValid", "tokensPerSecond"]
 BUILTIN_METRICS: tuple[str, ...] = BuiltinMetric.__args__  # type: ignore[attr-defined]
-LOWER_IS_BETTER = frozenset({"loss", "perplexity"})
+LOWER_IS_BETTER = frozenset({"loss", "perplexity", "latencyMs"})
 
 
 @rules(
