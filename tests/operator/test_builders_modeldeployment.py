@@ -158,6 +158,19 @@ def test_deployment_manifest_tgi_adapter_and_probes():
     assert plan.delete_hpa and plan.hpa is None
 
 
+def test_scheduling_and_service_account():
+    resources = {"gpu": {"count": 1, "product": "NVIDIA-A10G"}, "nodeSelector": {"pool": "serve"},
+                 "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                 "priorityClassName": "serving", "serviceAccountName": "tuneops-serving"}
+    (dep,) = _plan(modeldeployment(active="bot-v1", resources=resources), _slots()).deployments
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"pool": "serve", "nvidia.com/gpu.product": "NVIDIA-A10G"}
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert pod["priorityClassName"] == "serving" and pod["serviceAccountName"] == "tuneops-serving"
+    (dep,) = _plan(modeldeployment(active="bot-v1"), _slots()).deployments
+    assert not {"nodeSelector", "tolerations", "priorityClassName", "serviceAccountName"} & set(dep["spec"]["template"]["spec"])
+
+
 def test_merged_weights_and_builtin_engine():
     md = modeldeployment(active="bot-v2", engine={"kind": "builtin", "port": 9000})
     (dep,) = _plan(md, _slots()).deployments

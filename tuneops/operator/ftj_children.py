@@ -20,7 +20,7 @@ from tuneops.api import FineTuneJobSpec
 from tuneops.api.base import EnvVar
 
 from .meta import (
-    container_resources,
+    container_resources, schedule,
     CR_API_VERSION, FTJ_LABEL, REVISION_LABEL, SPEC_HASH_ANNOTATION, child_name, common_labels, owned,
 )
 from .settings import OperatorSettings
@@ -201,9 +201,6 @@ def training_job(ftj: dict[str, Any], spec: FineTuneJobSpec, revision: int, dige
     name = ftj["metadata"]["name"]
     nodes = spec.distribution.nodes
     volumes, mounts = _volumes(ftj, spec, revision)
-    node_selector = dict(spec.resources.node_selector)
-    if spec.resources.gpu.product:
-        node_selector["nvidia.com/gpu.product"] = spec.resources.gpu.product
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": spec.image or settings.training_image,
@@ -223,12 +220,7 @@ def training_job(ftj: dict[str, Any], spec: FineTuneJobSpec, revision: int, dige
         "containers": [container],
         "volumes": volumes,
     }
-    if node_selector:
-        pod_spec["nodeSelector"] = node_selector
-    if spec.resources.tolerations:
-        pod_spec["tolerations"] = [t.to_wire() for t in spec.resources.tolerations]
-    if spec.resources.priority_class_name:
-        pod_spec["priorityClassName"] = spec.resources.priority_class_name
+    schedule(pod_spec, spec.resources)
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.backoff_limit,
         "podFailurePolicy": {"rules": [

@@ -18,6 +18,7 @@ from tuneops.api.base import EnvVar
 
 from .meta import (
     MD_LABEL, SLOT_LABEL, VERSION_ANNOTATION, VERSION_LABEL, child_name, common_labels, container_resources, label_value,
+    schedule,
     owned,
 )
 from .settings import OperatorSettings
@@ -127,17 +128,11 @@ def slot_deployment(md: dict[str, Any], spec: ModelDeploymentSpec, slot: str, ve
     shm: dict[str, Any] = {"medium": "Memory"}
     if spec.resources.shared_memory:
         shm["sizeLimit"] = spec.resources.shared_memory
-    node_selector = dict(spec.resources.node_selector)
-    if spec.resources.gpu.product:
-        node_selector["nvidia.com/gpu.product"] = spec.resources.gpu.product
     pod_spec: dict[str, Any] = {"containers": [engine_container(spec, version, settings)],
                                 "volumes": [{"name": "dshm", "emptyDir": shm}]}
-    if node_selector:
-        pod_spec["nodeSelector"] = node_selector
-    if spec.resources.tolerations:
-        pod_spec["tolerations"] = [t.to_wire() for t in spec.resources.tolerations]
-    if spec.resources.priority_class_name:
-        pod_spec["priorityClassName"] = spec.resources.priority_class_name
+    schedule(pod_spec, spec.resources)
+    if spec.resources.service_account_name:  # e.g. bound to a cloud IAM role that can read the model bucket
+        pod_spec["serviceAccountName"] = spec.resources.service_account_name
     meta = _meta(md, slot_deployment_name(name, slot), "server")
     meta["labels"].update({SLOT_LABEL: slot, VERSION_LABEL: label_value(version.name)})
     meta["annotations"] = {VERSION_ANNOTATION: version.name}

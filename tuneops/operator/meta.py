@@ -140,3 +140,17 @@ def container_resources(res: ResourcesSpec) -> dict[str, Any]:
     if res.gpu.count:
         requests[res.gpu.resource_name] = limits[res.gpu.resource_name] = str(res.gpu.count)
     return {k: v for k, v in (("requests", requests), ("limits", limits)) if v}
+
+
+def schedule(pod_spec: dict[str, Any], res: ResourcesSpec) -> dict[str, Any]:
+    """Where a pod may run: node selector (plus the GPU product label), tolerations, priority class."""
+    node_selector = dict(res.node_selector)
+    if res.gpu.product:
+        node_selector["nvidia.com/gpu.product"] = res.gpu.product
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    if res.tolerations:
+        pod_spec["tolerations"] = [t.to_wire() for t in res.tolerations]
+    if res.priority_class_name:
+        pod_spec["priorityClassName"] = res.priority_class_name
+    return pod_spec
