@@ -44,6 +44,24 @@ RESULT_ANNOTATION = "kwok.tuneops.io/result"
 DELAY_ANNOTATION = "kwok.tuneops.io/delay"
 
 
+
+def wait_for(what: str, predicate, timeout: float = 90, interval: float = 0.5):
+    """Poll predicate() until it returns something truthy; return that. Errors raised by predicate() are
+    retried and the last one is reported if time runs out."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as e:  # noqa: BLE001 - keep polling, report the last error
+            last_exc = e
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}"
+                                 + (f"; last error: {last_exc}" if last_exc else ""))
+        time.sleep(interval)
+
 class Kube:
     """What the `kube` fixture yields."""
 
@@ -73,19 +91,7 @@ class Kube:
 
     def wait_for(self, what: str, predicate, timeout: float = 90, interval: float = 0.5):
         """Poll predicate() until it returns something truthy; return that."""
-        deadline = time.monotonic() + timeout
-        last_exc = None
-        while True:
-            try:
-                value = predicate()
-                if value:
-                    return value
-            except Exception as e:  # noqa: BLE001 - keep polling, report the last error
-                last_exc = e
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what}"
-                                     + (f"; last error: {last_exc}" if last_exc else ""))
-            time.sleep(interval)
+        return wait_for(what, predicate, timeout, interval)
 
     def create_namespace(self, prefix: str = "t") -> str:
         """A fresh namespace (deleted by nobody: the cluster is throwaway)."""

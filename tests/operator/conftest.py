@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.kube.fixture import RESULT_ANNOTATION, kube, pytest_collection_finish  # noqa: F401
+from tests.kube.fixture import RESULT_ANNOTATION, kube, pytest_collection_finish, wait_for  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[2]
 # Training pods stay Running until a test finishes them (as the kubelet would), with a termination message.
@@ -69,14 +68,4 @@ def get_json(kube, *args, namespace: str | None = None):  # noqa: F811
 
 
 def wait(what: str, predicate, timeout: float = 60, interval: float = 0.3):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as exc:  # noqa: BLE001 - keep polling, report the last error
-            last = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f": {last}" if last else ""))
+    return wait_for(what, predicate, timeout, interval)
