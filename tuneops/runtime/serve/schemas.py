@@ -165,6 +165,12 @@ def stop_list(stop: list[str] | str | None) -> list[str]:
     return [stop] if isinstance(stop, str) else list(stop)
 
 
+
+def _openai_sampling(temperature: float | None) -> dict[str, Any]:
+    """OpenAI semantics: temperature 0 means greedy; anything else (default 1) samples."""
+    greedy = temperature == 0
+    return {"do_sample": not greedy, "temperature": None if greedy else temperature}
+
 def chat_to_parameters(req: ChatRequest) -> GenerateParameters:
     """TGI `try_into_generate`: temperature 0 means greedy, presence_penalty+2 is the repetition penalty."""
     if req.n not in (None, 1):
@@ -172,10 +178,8 @@ def chat_to_parameters(req: ChatRequest) -> GenerateParameters:
     if req.tools:
         raise errors.ServeError(422, "tool_error", "tools are not supported by this server")
     max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
-    greedy = req.temperature == 0
     return GenerateParameters(
-        do_sample=not greedy,
-        temperature=None if greedy else req.temperature,
+        **_openai_sampling(req.temperature),
         top_p=req.top_p,
         seed=req.seed,
         stop=stop_list(req.stop),
@@ -187,10 +191,8 @@ def chat_to_parameters(req: ChatRequest) -> GenerateParameters:
 
 
 def completion_to_parameters(req: CompletionRequest) -> GenerateParameters:
-    greedy = req.temperature == 0
     return GenerateParameters(
-        do_sample=not greedy,
-        temperature=None if greedy else req.temperature,
+        **_openai_sampling(req.temperature),
         top_p=req.top_p,
         seed=req.seed,
         stop=stop_list(req.stop),
