@@ -14,6 +14,7 @@ from .base import (
 from .dataset import DatasetSpec
 from .evaluation import EvaluationSpec
 from .model_source import BaseModelSpec
+from .plan import Plan
 
 Method = Literal["lora", "qlora", "full"]
 
@@ -245,6 +246,8 @@ class FineTuneJobStatus(TuneopsModel):
     model_version: str | None = Field(default=None, description="The ModelVersion created on success.")
     start_time: datetime | None = None
     completion_time: datetime | None = None
+    plan: Plan | None = Field(default=None, description="The preflight plan: checks, memory per GPU, "
+                              "suggested GPUs (written before the training Job is created).")
 
 
 class FineTuneJob(TuneopsModel):
