@@ -312,3 +312,62 @@ def test_condition_transition_time_moves_only_on_status_flip():
 def test_examples_are_valid_inputs():
     for name in ("smollm2-lora.yaml", "llama3-qlora.yaml"):
         FineTuneJobSpec.model_validate(example(name)["spec"])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Preflight (tuneops.planning, in-process): a failing check stops the job before any Job is created.
+
+def _big_on_t4(spec):
+    spec.update(baseModel={"family": "llama3", "source": {"hf": "meta-llama/Meta-Llama-3-8B-Instruct"}},
+                method="full", resources={"gpu": {"count": 1, "product": "Tesla-T4"}})
+    spec.pop("lora", None)
+
+
+@pytest.mark.parametrize("edit, check, text", [
+    (_big_on_t4, "memory", "per GPU (full, single, 1 process(es)) > 14.5 GiB usable on resources.gpu.product Tesla-T4"),
+    (lambda s: s["lora"].update(targetModules=["q_projx"]), "lora.targetModules",
+     "lora.targetModules: 'q_projx' not found in SmolLM2-135M; available: q_proj"),
+])
+def test_failing_preflight_fails_the_job_and_creates_nothing(edit, check, text):
+    ftj = finetunejob("sft")
+    edit(ftj["spec"])
+    plan = plan_finetunejob(ftj, FtjObserved(), SETTINGS, NOW)
+    st = plan.status
+    assert plan.ensure == [] and plan.model_version is None and "trainingJob" not in st
+    assert st["phase"] == "Failed" and st["message"].startswith(f"PreflightFailed: {check}") and text in st["message"]
+    conds = {c["type"]: c for c in st["conditions"]}
+    assert conds["Failed"]["reason"] == "PreflightFailed" and conds["Preflight"]["status"] == "False"
+    failed = [c for c in st["plan"]["checks"] if not c["ok"]]
+    assert [c["name"] for c in failed] == [check]
+    assert [e.reason for e in plan.events] == ["Failed"]
+    # Reconciling again changes nothing; fixing the spec starts the training Job.
+    ftj["status"] = st
+    again = plan_finetunejob(ftj, FtjObserved(), SETTINGS, NOW.replace(minute=5))
+    assert again.status == st and again.ensure == [] and again.events == []
+    fixed = finetunejob("sft", status=st, generation=2)
+    after = plan_finetunejob(fixed, FtjObserved(), SETTINGS, NOW.replace(minute=10))
+    assert after.status["phase"] == "Pending" and after.ensure[-1]["kind"] == "Job"
+    assert "completionTime" not in after.status
+    assert {c["type"]: c["status"] for c in after.status["conditions"]}["Preflight"] == "True"
+
+
+def test_passing_preflight_writes_the_plan_before_the_job():
+    ftj = finetunejob("sft")
+    plan = plan_finetunejob(ftj, FtjObserved(), SETTINGS, NOW)
+    assert plan.ensure[-1]["kind"] == "Job" and plan.status["phase"] == "Pending"
+    written = plan.status["plan"]
+    assert written["ok"] and written["model"] == "SmolLM2-135M" and written["device"] == "cpu"
+    assert written["trainableParameters"] == 2_442_240
+    from tuneops.api.plan import Plan
+
+    Plan.model_validate(written)  # the status field's own schema
+
+
+def test_failing_preflight_does_not_stop_a_job_that_already_runs():
+    """An operator upgrade that adds a check must not kill a training that was already started."""
+    ftj = finetunejob("sft")
+    ftj["spec"]["lora"]["targetModules"] = ["q_projx"]
+    d = _digest(ftj)
+    plan = plan_finetunejob(ftj, FtjObserved(jobs=[job(ftj, 1, d)], pods=[pod(ftj, 1, "2026-11-25T08:01:00Z")]),
+                            SETTINGS, NOW)
+    assert plan.status["phase"] == "Running" and plan.status["plan"]["ok"] is False

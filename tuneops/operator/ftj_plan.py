@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from tuneops.api import FineTuneJobSpec, InvalidResource, parse_spec
+from tuneops.planning import failure_message, plan_job
 
 from . import ftj_children as kids
 from .meta import (
@@ -185,6 +186,10 @@ def plan_finetunejob(ftj: dict[str, Any], observed: FtjObserved, settings: Opera
                         if revision_of(j) < revision and job_outcome(j)[0] is None]
     plan.ensure = kids.children(ftj, spec, revision, digest, settings)
     job = next((j for j in jobs if revision_of(j) == revision), None)
+    if _preflight_stops(spec, job, status, conditions, gen, now):  # nothing is created for a failing preflight
+        plan.ensure = []
+        plan.events = events + _phase_events(old, status)
+        return plan
     status["trainingJob"] = kids.job_name(meta["name"], revision)
 
     # Attempts: one per training pod, matched across reconciles by the pod's creation time.
@@ -257,6 +262,25 @@ def plan_finetunejob(ftj: dict[str, Any], observed: FtjObserved, settings: Opera
     status["conditions"] = conditions
     plan.events = events + plan.events + _phase_events(old, status)
     return plan
+
+
+def _preflight_stops(spec: FineTuneJobSpec, job: dict[str, Any] | None, status: dict[str, Any],
+                     conditions: list[dict], gen: int | None, now: datetime) -> bool:
+    """The cheap preflight (tuneops.planning: architecture, LoRA targets, memory vs resources.gpu) goes to
+    status.plan; when it fails before the revision's Job exists, the job fails with PreflightFailed."""
+    preflight = plan_job(spec)
+    status["plan"] = preflight.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if preflight.ok:
+        conditions[:] = set_condition(conditions, "Preflight", "True", "Passed", "preflight checks passed", gen, now)
+        return False
+    message = failure_message(preflight)
+    conditions[:] = set_condition(conditions, "Preflight", "False", "PreflightFailed", message, gen, now)
+    if job is not None:  # a Job already runs for this spec (e.g. an operator upgrade): do not stop it
+        return False
+    _fail(status, "PreflightFailed", message, None)
+    status["conditions"] = _lifecycle_conditions(conditions, status, gen, now)
+    status.setdefault("completionTime", rfc3339(now))
+    return True
 
 
 def _succeed(ftj: dict[str, Any], spec: FineTuneJobSpec, digest: str, result: dict[str, Any] | None,

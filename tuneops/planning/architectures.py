@@ -103,6 +103,7 @@ def _arch(name, h, i, layers, heads, kv, vocab, **kw) -> Architecture:
 BUILTIN: dict[str, Architecture] = {a.name: a for a in (
     _arch("Llama-3-8B", 4096, 14336, 32, 32, 8, 128256),
     _arch("Llama-3.1-8B", 4096, 14336, 32, 32, 8, 128256),
+    _arch("Llama-3.1-70B", 8192, 28672, 80, 64, 8, 128256),
     _arch("Llama-3.2-1B", 2048, 8192, 16, 32, 8, 128256, tie_word_embeddings=True),
     _arch("Llama-3.2-3B", 3072, 8192, 28, 24, 8, 128256, tie_word_embeddings=True),
     _arch("Mistral-7B", 4096, 14336, 32, 32, 8, 32768),
@@ -119,6 +120,7 @@ BUILTIN: dict[str, Architecture] = {a.name: a for a in (
 _ALIASES = [
     (r"(meta-)?llama-3\.1-8b", "Llama-3.1-8B"),
     (r"(meta-)?llama-3-8b", "Llama-3-8B"),
+    (r"(meta-)?llama-3(\.1|\.3)?-70b", "Llama-3.1-70B"),
     (r"llama-3\.2-1b", "Llama-3.2-1B"),
     (r"llama-3\.2-3b", "Llama-3.2-3B"),
     (r"mistral-7b(-v0\.\d)?", "Mistral-7B"),

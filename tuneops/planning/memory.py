@@ -32,6 +32,8 @@ NF4_BLOCK = 64
 DQ_BLOCK = 256  # double quantisation: absmax blocks per second-level fp32 constant
 CUDA_CONTEXT_GIB = 0.75       # CUDA context, cuBLAS workspaces, NCCL buffers (observed 0.5-1 GiB)
 CUDA_FRAGMENTATION = 0.05     # caching-allocator slack on top of live tensors
+# Families tuneops trains with eager attention (tuneops.runtime.models.FAMILIES: Gemma's logit soft-capping).
+EAGER_ATTENTION_FAMILIES = frozenset({"gemma2", "gemma3"})
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,8 @@ class Setup:
     offload_params: bool = False
     fsdp_sharding: str = "full_shard"
     fsdp_cpu_offload: bool = False
+    packing: bool = False                      # rows of seq_len tokens; else padding-free: one flat row
+    eager_attention: bool = False              # attention scores materialised (no sdpa/flash kernel)
 
     @property
     def tokens(self) -> int:
@@ -91,6 +95,7 @@ def setup_from_spec(spec, *, device: str | None = None, seq_len: int | None = No
         offload_params=bool(d.deepspeed and d.deepspeed.offload_params),
         fsdp_sharding=d.fsdp.sharding_strategy if d.fsdp else "full_shard",
         fsdp_cpu_offload=bool(d.fsdp and d.fsdp.cpu_offload),
+        packing=t.packing, eager_attention=spec.base_model.family in EAGER_ATTENTION_FAMILIES,
     )
 
 
@@ -132,6 +137,17 @@ def activation_bytes_per_token(arch: Architecture, s: Setup) -> float:
     if s.gradient_checkpointing:
         return arch.num_hidden_layers * h * act + layer  # layer inputs + one layer recomputed
     return arch.num_hidden_layers * layer
+
+
+def attention_score_bytes(arch: Architecture, s: Setup) -> float:
+    """Eager attention keeps the scores and their softmax (heads x len^2 per row per layer). Padding-free
+    batches are one flat row of batch x seq tokens (a block-diagonal mask), packed ones batch rows of seq."""
+    if not s.eager_attention:
+        return 0.0
+    act = 2 if s.device == "cuda" else 4
+    rows, length = (s.batch_size, s.seq_len) if s.packing else (1, s.tokens)
+    layers = 1 if s.gradient_checkpointing else arch.num_hidden_layers
+    return 2.0 * layers * arch.num_attention_heads * rows * length * length * act
 
 
 def logits_bytes_per_token(arch: Architecture, s: Setup) -> float:
@@ -193,7 +209,7 @@ def estimate(arch: Architecture, s: Setup) -> MemoryEstimate:
             offload += weights - unit + trainable + grads + optim
             weights, trainable, grads, optim = unit, 0.0, 0.0, 0.0
 
-    activations = activation_bytes_per_token(arch, s) * s.tokens
+    activations = activation_bytes_per_token(arch, s) * s.tokens + attention_score_bytes(arch, s)
     logits = logits_bytes_per_token(arch, s) * s.tokens
     live = weights + trainable + grads + optim + activations + logits
     overhead = (CUDA_CONTEXT_GIB * GIB + CUDA_FRAGMENTATION * live) if s.device == "cuda" else 0.0

@@ -1,0 +1,1 @@
+from tests.support.smollm2 import smollm2_dir  # noqa: F401
