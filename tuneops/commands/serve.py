@@ -35,6 +35,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--drift-reference", metavar="FILE",
                    help="drift reference: a profile (.json) or training prompts (.jsonl); default: "
                         "drift_profile.json in the version directory, if any")
+    p.add_argument("--adapter", action="append", default=[], metavar="NAME=NAME@VERSION|PATH",
+                   help="also load this version's LoRA adapter onto the same base model, selected per request "
+                        "by adapter_id / the OpenAI `model` field (repeatable; adapters stay unmerged)")
+    p.add_argument("--adapter-name", metavar="NAME",
+                   help="with --adapter: the name of --version's own adapter (default: its NAME@VERSION)")
+    p.add_argument("--default-adapter", metavar="NAME",
+                   help="with --adapter: the adapter for requests that name none (default: --version's)")
+    p.add_argument("--adapters-file", metavar="FILE",
+                   help="with --adapter: a JSON file {\"default\": NAME} polled every second (a mounted ConfigMap); "
+                        "the default also switches with POST /adapters/default")
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=cmd_serve)
 
@@ -62,17 +72,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.max_input_tokens >= args.max_total_tokens:
         print("--max-input-tokens must be < --max-total-tokens", file=sys.stderr)
         return 2
+    from tuneops.runtime.serve.adapters import load_adapter_set, parse_adapter_args
+
+    try:
+        extra = parse_adapter_args(args.adapter)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if not extra and (args.adapter_name or args.default_adapter or args.adapters_file):
+        print("--adapter-name, --default-adapter and --adapters-file need at least one --adapter", file=sys.stderr)
+        return 2
     try:
         resolve_version(args.version)  # fail fast, before the port opens
+        for _, ref in extra:
+            resolve_version(ref)
     except VersionNotFound as exc:
         print(exc, file=sys.stderr)
         return 1
+    if extra:
+        primary = (args.adapter_name, args.version)
+
+        def loader():
+            return load_adapter_set(primary, extra, default=args.default_adapter)
+    else:
+        def loader():
+            return load(args.version)
     logs.configure(args.log_level)
     tracing.configure_exporter()
     config = ServeConfig(
         max_input_tokens=args.max_input_tokens, max_total_tokens=args.max_total_tokens,
         max_concurrent_requests=args.max_concurrent_requests, max_batch_size=args.max_batch_size,
         request_timeout_s=args.request_timeout, drain_timeout_s=args.drain_timeout, api_token=_token(args),
-        cors_origins=args.cors_origin, drift_reference=Path(args.drift_reference) if args.drift_reference else None)
-    serve_forever(config, lambda: load(args.version), host=args.host, port=args.port)
+        cors_origins=args.cors_origin, drift_reference=Path(args.drift_reference) if args.drift_reference else None,
+        adapters_file=Path(args.adapters_file) if args.adapters_file else None)
+    serve_forever(config, loader, host=args.host, port=args.port)
     return 0

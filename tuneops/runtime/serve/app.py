@@ -14,6 +14,7 @@ from typing import Any, AsyncIterator, Callable
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import errors
@@ -55,6 +56,7 @@ def create_app(config: ServeConfig, load: Callable[[], LoadedModel]) -> FastAPI:
     _health_routes(app, state)
     _tgi_routes(app, state)
     _openai_routes(app, state)
+    _adapter_routes(app, state)
     return app
 
 
@@ -123,7 +125,9 @@ def _health_routes(app: FastAPI, state: ServerState) -> None:
                 "max_total_tokens": cfg.max_total_tokens, "validation_workers": 1,
                 "max_client_batch_size": 4, "router": "tuneops-serve", "version": cfg.version,
                 "sha": None, "docker_label": None,
-                "max_batch_size": cfg.max_batch_size, "ready": state.ready}
+                "max_batch_size": cfg.max_batch_size, "ready": state.ready,
+                **({"default_adapter": state.adapters.default,
+                    "adapters": state.adapters.describe()["adapters"]} if state.adapters else {})}
 
     @app.get("/metrics", response_class=Response)
     async def metrics() -> Response:
@@ -136,8 +140,9 @@ def _health_routes(app: FastAPI, state: ServerState) -> None:
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": state.model_id, "object": "model", "created": 0,
-                                            "owned_by": state.model_id}]}
+        ids = [state.model_id, *(state.adapters.adapters if state.adapters else [])]
+        return {"object": "list", "data": [{"id": i, "object": "model", "created": 0, "owned_by": state.model_id}
+                                           for i in ids]}
 
 
 # ---- TGI generate routes -------------------------------------------------------------------------------
@@ -159,11 +164,38 @@ def _sse(payload: Any) -> bytes:
     return b"data: " + json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
 
 
+async def _sse_events(state: ServerState, seq: Any, events: asyncio.Queue,
+                      render: Callable[[TokenEvent], list[dict[str, Any]]],
+                      on_error: Callable[[errors.ServeError], dict[str, Any]], *, done: bool) -> AsyncIterator[bytes]:
+    """One SSE loop for every streaming route: `render` turns a token into its route's events, idle ticks
+    become `:` comments, a failure becomes one error event (TGI shape or OpenAI shape), and the OpenAI
+    routes end with `data: [DONE]` (TGI's /generate_stream does not)."""
+    try:
+        async for event in state.stream(seq, events):
+            if event is None:
+                yield b":\n\n"
+                continue
+            for payload in render(event):
+                yield _sse(payload)
+    except errors.ServeError as exc:
+        yield _sse(on_error(exc))
+    if done:
+        yield b"data: [DONE]\n\n"
+
+
+def _tgi_error(exc: errors.ServeError) -> dict[str, Any]:
+    return exc.body()
+
+
+def _openai_error(exc: errors.ServeError) -> dict[str, Any]:
+    return exc.openai_body()
+
+
 def _tgi_routes(app: FastAPI, state: ServerState) -> None:
     def prepare(req: GenerateRequest | TokenizeRequest) -> Prepared:
         state.require_ready()
         params = req.parameters if req.parameters is not None else default_parameters()
-        return state.prepare(req.inputs, params)
+        return state.prepare(req.inputs, params, adapter=params.adapter_id)
 
     async def generate_one(req: GenerateRequest, *, full_text_default: bool) -> tuple[dict[str, Any], Outcome]:
         prepared = prepare(req)
@@ -182,22 +214,20 @@ def _tgi_routes(app: FastAPI, state: ServerState) -> None:
             yield _sse(exc.body())
             return
         full = prepared.params.return_full_text
-        try:
-            async for event in state.stream(seq, events):
-                if event is None:
-                    yield b":\n\n"
-                    continue
-                body: dict[str, Any] = {"index": event.index, "token": _token(event), "generated_text": None,
-                                        "details": None}
-                if event.finish_reason:
-                    body["generated_text"] = (req.inputs if full else "") + (event.generated_text or "")
-                    if prepared.params.details:
-                        body["details"] = {"finish_reason": event.finish_reason,
-                                           "generated_tokens": event.generated_tokens, "seed": event.seed,
-                                           "input_length": len(prepared.input_ids)}
-                yield _sse(body)
-        except errors.ServeError as exc:
-            yield _sse(exc.body())
+
+        def render(event: TokenEvent) -> list[dict[str, Any]]:
+            body: dict[str, Any] = {"index": event.index, "token": _token(event), "generated_text": None,
+                                    "details": None}
+            if event.finish_reason:
+                body["generated_text"] = (req.inputs if full else "") + (event.generated_text or "")
+                if prepared.params.details:
+                    body["details"] = {"finish_reason": event.finish_reason,
+                                       "generated_tokens": event.generated_tokens, "seed": event.seed,
+                                       "input_length": len(prepared.input_ids)}
+            return [body]
+
+        async for chunk in _sse_events(state, seq, events, render, _tgi_error, done=False):
+            yield chunk
 
     def stream_response(req: GenerateRequest) -> StreamingResponse:
         return StreamingResponse(stream_events(req), media_type="text/event-stream", headers=SSE_HEADERS)
@@ -231,6 +261,32 @@ def _tgi_routes(app: FastAPI, state: ServerState) -> None:
         enc = tok(req.inputs, return_offsets_mapping=True)
         return [{"id": tid, "text": req.inputs[start:stop], "start": start, "stop": stop}
                 for tid, (start, stop) in zip(enc["input_ids"], enc["offset_mapping"])]
+
+
+# ---- adapter registry admin --------------------------------------------------------------------------
+
+class DefaultAdapterRequest(BaseModel):
+    adapter: str
+
+
+def _adapter_routes(app: FastAPI, state: ServerState) -> None:
+    """List the loaded adapters; switch the default (behind the bearer token when auth is on)."""
+
+    def registry() -> Any:
+        state.require_ready()
+        if state.adapters is None:
+            raise errors.ServeError(404, "not_found", "this server serves one model; start it with --adapter")
+        return state.adapters
+
+    @app.get("/adapters", responses=ERROR_RESPONSES)
+    async def list_adapters() -> dict[str, Any]:
+        return registry().describe()
+
+    @app.post("/adapters/default", responses=ERROR_RESPONSES)
+    async def set_default(req: DefaultAdapterRequest) -> dict[str, Any]:
+        adapters = registry()
+        previous = adapters.set_default(req.adapter)
+        return {"previous": previous, **adapters.describe()}
 
 
 # ---- OpenAI-compatible routes --------------------------------------------------------------------------
@@ -270,7 +326,8 @@ def _openai_routes(app: FastAPI, state: ServerState) -> None:
     async def chat_completions(req: ChatRequest) -> Response:
         state.require_ready()
         params = chat_to_parameters(req)
-        prepared = state.prepare(render_chat(req), params, field_name="messages", add_special_tokens=False)
+        prepared = state.prepare(render_chat(req), params, field_name="messages", add_special_tokens=False,
+                                 adapter=req.model, adapter_field="model")
         # Drift compares what users write with the training prompts (system + user texts, no template).
         prepared.drift_text = "\n".join(m.text() for m in req.messages if m.role in ("system", "user"))
         created, model = int(time.time()), model_name(req.model)
@@ -288,24 +345,18 @@ def _openai_routes(app: FastAPI, state: ServerState) -> None:
         seq, events = state.submit(current_request_id(), prepared)
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
 
-        async def chunks() -> AsyncIterator[bytes]:
-            try:
-                async for event in state.stream(seq, events):
-                    if event is None:
-                        yield b":\n\n"
-                        continue
-                    yield _sse({"object": "chat.completion.chunk", **base, "choices": [{
-                        "index": 0, "delta": {"role": "assistant", "content": "" if event.special else event.text},
-                        "logprobs": logprobs_block(req.logprobs, [event]),
-                        "finish_reason": _finish_openai(event.finish_reason)}], "usage": None})
-                    if event.finish_reason and include_usage:
-                        yield _sse({"object": "chat.completion.chunk", **base, "choices": [],
-                                    "usage": _usage(len(prepared.input_ids), event.generated_tokens or 0)})
-            except errors.ServeError as exc:
-                yield _sse(exc.openai_body())
-            yield b"data: [DONE]\n\n"
+        def render(event: TokenEvent) -> list[dict[str, Any]]:
+            out = [{"object": "chat.completion.chunk", **base, "choices": [{
+                "index": 0, "delta": {"role": "assistant", "content": "" if event.special else event.text},
+                "logprobs": logprobs_block(req.logprobs, [event]),
+                "finish_reason": _finish_openai(event.finish_reason)}], "usage": None}]
+            if event.finish_reason and include_usage:
+                out.append({"object": "chat.completion.chunk", **base, "choices": [],
+                            "usage": _usage(len(prepared.input_ids), event.generated_tokens or 0)})
+            return out
 
-        return StreamingResponse(chunks(), media_type="text/event-stream", headers=SSE_HEADERS)
+        return StreamingResponse(_sse_events(state, seq, events, render, _openai_error, done=True),
+                                 media_type="text/event-stream", headers=SSE_HEADERS)
 
     @app.post("/v1/completions", responses=ERROR_RESPONSES)
     async def completions(req: CompletionRequest) -> Response:
@@ -316,7 +367,8 @@ def _openai_routes(app: FastAPI, state: ServerState) -> None:
             raise errors.validation("`prompt` cannot be empty")
         if len(prompts) > 4:
             raise errors.validation(f"`prompt` holds at most 4 prompts (max_client_batch_size). Given: {len(prompts)}")
-        prepared = [state.prepare(p, params, field_name="prompt") for p in prompts]
+        prepared = [state.prepare(p, params, field_name="prompt", adapter=req.model, adapter_field="model")
+                    for p in prompts]
         created, model = int(time.time()), model_name(req.model)
         base = {"id": "", "created": created, "model": model, "system_fingerprint": state.config.fingerprint}
         if not req.stream:
@@ -331,20 +383,13 @@ def _openai_routes(app: FastAPI, state: ServerState) -> None:
             raise errors.validation("`stream` supports a single `prompt`")
         seq, events = state.submit(current_request_id(), prepared[0])
 
-        async def chunks() -> AsyncIterator[bytes]:
-            try:
-                async for event in state.stream(seq, events):
-                    if event is None:
-                        yield b":\n\n"
-                        continue
-                    chunk: dict[str, Any] = {"object": "text_completion", **base, "choices": [{
-                        "index": 0, "text": "" if event.special else event.text, "logprobs": None,
-                        "finish_reason": event.finish_reason or ""}]}
-                    if event.finish_reason:
-                        chunk["usage"] = _usage(len(prepared[0].input_ids), event.generated_tokens or 0)
-                    yield _sse(chunk)
-            except errors.ServeError as exc:
-                yield _sse(exc.openai_body())
-            yield b"data: [DONE]\n\n"
+        def render(event: TokenEvent) -> list[dict[str, Any]]:
+            chunk: dict[str, Any] = {"object": "text_completion", **base, "choices": [{
+                "index": 0, "text": "" if event.special else event.text, "logprobs": None,
+                "finish_reason": event.finish_reason or ""}]}
+            if event.finish_reason:
+                chunk["usage"] = _usage(len(prepared[0].input_ids), event.generated_tokens or 0)
+            return [chunk]
 
-        return StreamingResponse(chunks(), media_type="text/event-stream", headers=SSE_HEADERS)
+        return StreamingResponse(_sse_events(state, seq, events, render, _openai_error, done=True),
+                                 media_type="text/event-stream", headers=SSE_HEADERS)

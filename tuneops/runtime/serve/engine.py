@@ -84,14 +84,18 @@ class Sequence:
     _prefix_offset: int = 0
     _read_offset: int = 0
     finished: bool = False
+    adapter: str | None = None  # peft adapter name of this row (mixed-adapter batches); None = base model
     meta: dict[str, Any] = field(default_factory=dict)  # the HTTP layer's bookkeeping (tracing)
 
 
 class Engine:
     """Owns the model and tokenizer; `step()` is the only thing the worker thread calls."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, max_batch_size: int = 16, metrics: Any = None) -> None:
+    def __init__(self, model: Any, tokenizer: Any, *, max_batch_size: int = 16, metrics: Any = None,
+                 mixed_adapters: bool = False) -> None:
         self.model = model
+        # An unmerged multi-LoRA peft model: every forward names each row's adapter (peft `adapter_names`).
+        self.mixed_adapters = mixed_adapters
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
         self.metrics = metrics
@@ -106,7 +110,8 @@ class Engine:
         self._next_input: torch.Tensor | None = None  # [B] last chosen token, fed on the next step
         # Joining a running batch pads the KV cache tensors; only plain (non-sliding) layers allow that.
         self.can_join = True
-        params = inspect.signature(model.forward).parameters
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft hides it in **kwargs
+        params = inspect.signature(inner.forward).parameters
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
 
     # ---- admission -------------------------------------------------------------------------------------
@@ -140,7 +145,7 @@ class Engine:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         started = time.perf_counter()
         with torch.inference_mode():
-            out = self._forward(ids, mask, positions, None)
+            out = self._forward(ids, mask, positions, None, sequences)
         if self.metrics:
             self.metrics.observe_forward("prefill", time.perf_counter() - started, len(sequences))
         cache = _cache_of(out)
@@ -174,7 +179,7 @@ class Engine:
                                                  device=self.device)], dim=1)
         started = time.perf_counter()
         with torch.inference_mode():
-            out = self._forward(ids, mask, self._positions.view(-1, 1), self._cache)
+            out = self._forward(ids, mask, self._positions.view(-1, 1), self._cache, self.running)
         if self.metrics:
             self.metrics.observe_forward("decode", time.perf_counter() - started, len(self.running))
         self._cache, self._mask = _cache_of(out), mask
@@ -182,10 +187,14 @@ class Engine:
         self._next_input = self._choose(out.logits[:, -1, :], self.running)
         self._retire()
 
-    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any) -> Any:
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any,
+                 seqs: list[Sequence]) -> Any:
         # transformers 5.x renamed `past_key_values` to `cache`; logits_to_keep=1 skips the LM head for
         # every prompt position but the last (the vocabulary projection dominates small models' prefill).
-        kwargs = {self._cache_kwarg: cache} if cache is not None else {}
+        kwargs: dict[str, Any] = {self._cache_kwarg: cache} if cache is not None else {}
+        if self.mixed_adapters:
+            # Rows follow `seqs` order; the cache rows were built with the same adapter (merge/retire keep order).
+            kwargs["adapter_names"] = [s.adapter or "__base__" for s in seqs]
         return self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
                           logits_to_keep=1, **kwargs)
 

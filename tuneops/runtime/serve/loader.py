@@ -28,6 +28,7 @@ class LoadedModel:
     model_id: str          # what /info and the OpenAI routes report
     family: str | None
     directory: Path
+    adapters: Any = None   # an `adapters.AdapterSet` when several LoRA adapters share the base (unmerged)
 
 
 def resolve_version(ref: str, *, home: Path | str | None = None) -> Path:

@@ -91,6 +91,8 @@ class ServeMetrics:
         self.tokens_out = Counter("tuneops_generated_tokens", "Tokens generated", registry=r)
         self.http_requests = Counter("tuneops_http_requests", "HTTP responses by route and status code",
                                      ["route", "code"], registry=r)
+        self.adapter_requests = Counter("tuneops_adapter_requests", "Admitted requests by LoRA adapter",
+                                        ["adapter"], registry=r)
         self.in_flight = Gauge("tuneops_requests_in_flight", "Admitted requests (queued + generating)", registry=r)
         self.ready = Gauge("tuneops_ready", "1 when the model is loaded and warm", registry=r)
         self.drift_psi = Gauge("tuneops_drift_psi", "Population stability index vs the reference profile",

@@ -18,7 +18,8 @@ log = logging.getLogger("tuneops.serve.access")
 # Probes and scrapers do not carry the token.
 OPEN_PATHS = {"/health", "/ping", "/livez", "/metrics"}
 KNOWN_ROUTES = {"/", "/generate", "/generate_stream", "/tokenize", "/v1/chat/completions", "/v1/completions",
-                "/health", "/ping", "/livez", "/info", "/metrics", "/drift", "/v1/models", "/docs", "/openapi.json"}
+                "/health", "/ping", "/livez", "/info", "/metrics", "/drift", "/v1/models", "/docs", "/openapi.json",
+                "/adapters", "/adapters/default"}
 
 
 def current_request_id() -> str:

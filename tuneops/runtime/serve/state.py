@@ -17,6 +17,7 @@ from . import errors, tracing
 from .batcher import Batcher
 from .drift import PROFILE_FILE, DriftMonitor, DriftProfile, build_profile, prompts_from_jsonl
 from .engine import Engine, ErrorEvent, SamplingParams, Sequence, TokenEvent
+from .adapters import BASE, AdapterInfo, AdapterSet
 from .loader import LoadedModel
 from .metrics import ServeMetrics
 from .schemas import GenerateParameters, check_parameters, check_text
@@ -43,6 +44,7 @@ class ServeConfig:
     drift_min_samples: int = 30
     psi_threshold: float = 0.25
     log_prompts: bool = False              # privacy: prompts are not logged unless asked
+    adapters_file: Path | None = None      # adapters.json ({"default": NAME}) polled for the default adapter
     version: str = __version__
 
     @property
@@ -59,6 +61,7 @@ class Prepared:
     params: GenerateParameters
     drift_text: str | None = None  # what drift is measured on when it is not the raw input (chat: the messages)
     tokenize_s: float = 0.0
+    adapter: AdapterInfo | None = None  # resolved at admission: a later default switch does not move it
 
 
 @dataclass
@@ -83,6 +86,7 @@ class ServerState:
         self.draining = False
         self.load_error: str | None = None
         self.started = threading.Event()
+        self._stop_watch = threading.Event()
 
     # ---- lifecycle (run in a thread: loading takes seconds to minutes) -----------------------------------
 
@@ -91,7 +95,9 @@ class ServerState:
             begun = time.monotonic()
             self.loaded = self._load()
             self.engine = Engine(self.loaded.model, self.loaded.tokenizer,
-                                 max_batch_size=self.config.max_batch_size, metrics=self.metrics)
+                                 max_batch_size=self.config.max_batch_size, metrics=self.metrics,
+                                 mixed_adapters=self.adapters is not None)
+            self._watch_adapters_file()
             self._warm_up()
             self.batcher = Batcher(self.engine, max_concurrent_requests=self.config.max_concurrent_requests,
                                    metrics=self.metrics)
@@ -133,8 +139,24 @@ class ServerState:
         while self.engine.running:
             self.engine.step()
 
+    def _watch_adapters_file(self) -> None:
+        path = self.config.adapters_file
+        if path is None or self.adapters is None:
+            return
+        from .adapters import read_default, watch_file
+
+        if path.exists() and (wanted := read_default(path)):
+            self.adapters.set_default(wanted)  # before ready: an unknown name fails the load, visibly
+        threading.Thread(target=watch_file, args=(self.adapters, path, self._stop_watch), daemon=True,
+                         name="tuneops-adapters-file").start()
+
+    @property
+    def adapters(self) -> AdapterSet | None:
+        return self.loaded.adapters if self.loaded else None
+
     def stop(self) -> None:
         """Graceful shutdown: not ready any more, refuse new requests, let admitted ones finish."""
+        self._stop_watch.set()
         self.draining = True
         self.ready = False
         self.metrics.ready.set(0)
@@ -163,9 +185,12 @@ class ServerState:
         return list(self.loaded.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
 
     def prepare(self, text: str, params: GenerateParameters, *, field_name: str = "inputs",
-                add_special_tokens: bool = True) -> Prepared:
-        """TGI validation: parameter ranges, prompt size, token limits. Raises 422 `ServeError`s."""
+                add_special_tokens: bool = True, adapter: str | None = None,
+                adapter_field: str = "parameters.adapter_id") -> Prepared:
+        """TGI validation: parameter ranges, prompt size, token limits. Raises 422 `ServeError`s.
+        `adapter` picks one of several loaded adapters (ignored when the server serves one model)."""
         started = time.perf_counter()
+        chosen = self.adapters.resolve(adapter, field_name=adapter_field) if self.adapters else None
         check_text(field_name, text, max_chars=self.config.max_input_chars)
         check_parameters(params)
         ids = self.tokenize(text, add_special_tokens=add_special_tokens)
@@ -190,7 +215,7 @@ class ServerState:
             stop=tuple(params.stop), seed=params.seed)
         elapsed = time.perf_counter() - started
         self.metrics.validation_duration.observe(elapsed)
-        return Prepared(ids, sampling, params, tokenize_s=elapsed)
+        return Prepared(ids, sampling, params, tokenize_s=elapsed, adapter=chosen)
 
     def submit(self, request_id: str, prepared: Prepared) -> tuple[Sequence, asyncio.Queue]:
         """Admit the request (429 if full) and return its sequence and the queue its tokens arrive on."""
@@ -200,7 +225,8 @@ class ServerState:
         events: asyncio.Queue = asyncio.Queue()
         seq = Sequence(request_id, prepared.input_ids, prepared.sampling,
                        emit=lambda event: loop.call_soon_threadsafe(events.put_nowait, event),
-                       deadline=time.monotonic() + self.config.request_timeout_s)
+                       deadline=time.monotonic() + self.config.request_timeout_s,
+                       adapter=prepared.adapter.peft_name if prepared.adapter else None)
         seq.meta["tokenize_s"] = prepared.tokenize_s
         self.metrics.counters.inc("tgi_request_count")
         try:
@@ -209,6 +235,8 @@ class ServerState:
             self.record_failure(exc)
             raise
         self.metrics.in_flight.inc()
+        if self.adapters is not None:
+            self.metrics.adapter_requests.labels(prepared.adapter.name if prepared.adapter else BASE).inc()
         self.metrics.input_length.observe(len(prepared.input_ids))
         self.metrics.max_new_tokens.observe(prepared.sampling.max_new_tokens)
         self.metrics.tokens_in.inc(len(prepared.input_ids))
