@@ -300,3 +300,126 @@ def test_plan_is_idempotent():
     second = _plan(md2, slots, now=NOW + timedelta(seconds=30))
     assert second.status == first.status and second.deployments == first.deployments
     assert [e.reason for e in second.events] == []
+
+
+# ---- spec.strategy=adapters: one fleet serves several adapters of one base (adapter-only blue/green) -------
+
+def _adapter_versions() -> dict:
+    out = {f"bot-v{n}": modelversion(f"bot-v{n}", version=n, adapter=f"/models/bot/{n}/adapter") for n in (1, 2, 3)}
+    other = modelversion("bot-other", version=4, adapter="/models/bot/4/adapter")
+    other["spec"]["baseModel"] = {"family": "qwen2", "source": {"hf": "Qwen/Qwen2.5-7B-Instruct"}}
+    out["bot-other"] = other
+    out["bot-merged"] = modelversion("bot-merged", version=5, adapter="", merged="/models/bot/5/merged")
+    del out["bot-merged"]["spec"]["adapter"]
+    return out
+
+
+ADAPTER_VERSIONS = _adapter_versions()
+
+
+def _running(dep: dict, ready: int | None = None) -> dict:
+    """What the API server reports for an applied Deployment once its rollout finished."""
+    dep = copy.deepcopy(dep)
+    n = dep["spec"].get("replicas", 2)
+    dep["metadata"]["generation"] = 1
+    dep["status"] = {"observedGeneration": 1, "replicas": n, "updatedReplicas": n,
+                     "readyReplicas": n if ready is None else ready}
+    return dep
+
+
+def _fleet_step(md, slots, now=NOW, engine="builtin"):
+    md["spec"].setdefault("strategy", "adapters")
+    md["spec"]["engine"] = {"kind": engine, "port": 8080}
+    plan = plan_modeldeployment(md, slots, ADAPTER_VERSIONS, SETTINGS, now)
+    md["status"] = plan.status
+    return plan
+
+
+def _default_adapter(plan) -> str:
+    import json
+
+    (cm,) = plan.config_maps
+    return json.loads(cm["data"]["adapters.json"])["default"]
+
+
+def test_adapters_one_fleet_previews_and_promotes_by_switching_the_default_adapter():
+    md = modeldeployment(active="bot-v1")
+    plan = _fleet_step(md, _slots())
+    (fleet,) = plan.deployments
+    assert fleet["metadata"]["name"] == "bot-blue" and _default_adapter(plan) == "bot-v1"
+    assert _selectors(plan) == ("none", "none")  # nothing Ready yet
+    conditions = {c["type"]: c for c in plan.status["conditions"]}
+    assert conditions["AdapterSharing"]["status"] == "True"
+
+    plan = _fleet_step(md, _slots(blue=_running(fleet)))  # Ready: bot-v1 becomes the default adapter
+    assert plan.status["phase"] == "Healthy" and plan.status["activeVersion"] == "bot-v1"
+    assert _selectors(plan) == ("blue", "blue")
+
+    # A preview loads bot-v2 into the same pods (one rollout), not into a second fleet.
+    md["spec"]["previewVersion"] = "bot-v2"
+    plan = _fleet_step(md, _slots(blue=_running(fleet)))
+    (fleet,) = plan.deployments
+    command = fleet["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[:6] == ["tuneops", "serve", "--version", "/models/bot/1", "--adapter-name", "bot-v1"]
+    assert ["--adapter", "bot-v2=/models/bot/2"] == command[6:8]
+    assert "--adapters-file" in command and _default_adapter(plan) == "bot-v1"
+    mounts = fleet["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    assert {"name": "adapters", "mountPath": "/etc/tuneops/adapters", "readOnly": True} in mounts
+    assert {"name": "adapters", "configMap": {"name": "bot-adapters"}} in fleet["spec"]["template"]["spec"]["volumes"]
+    assert not any(d["metadata"]["name"] == "bot-green" for d in plan.deployments)  # no second fleet
+    plan = _fleet_step(md, _slots(blue=_running(fleet)))
+    assert plan.status["previewVersion"] == "bot-v2" and _selectors(plan) == ("blue", "blue")
+    template = copy.deepcopy(plan.deployments[0]["spec"]["template"])
+
+    # Promote: the fleet already has bot-v2 and is Ready -> the default moves at once; pods do not restart.
+    md["spec"]["activeVersion"], md["spec"]["previewVersion"] = "bot-v2", None
+    plan = _fleet_step(md, _slots(blue=_running(fleet)))
+    assert plan.status["activeVersion"] == "bot-v2" and _default_adapter(plan) == "bot-v2"
+    assert plan.deployments[0]["spec"]["template"] == template
+    assert "Promoted" in {e.reason for e in plan.events} and plan.status["lastPromotionTime"]
+    fleet = plan.deployments[0]
+
+    # Rollback (revert in Git): bot-v1 is still loaded -> instant, still no restart.
+    md["spec"]["activeVersion"] = "bot-v1"
+    plan = _fleet_step(md, _slots(blue=_running(fleet)))
+    assert plan.status["activeVersion"] == "bot-v1" and _default_adapter(plan) == "bot-v1"
+    assert plan.deployments[0]["spec"]["template"] == template
+
+    # A version not loaded yet: one rollout loads it (and drops bot-v2, neither active nor previewed);
+    # the default stays bot-v1 until every pod runs the new set and is Ready.
+    md["spec"]["activeVersion"] = "bot-v3"
+    plan = _fleet_step(md, _slots(blue=_running(fleet)))
+    assert plan.status["phase"] == "Promoting" and _default_adapter(plan) == "bot-v1"
+    fleet = plan.deployments[0]
+    assert "bot-v3=/models/bot/3" in " ".join(fleet["spec"]["template"]["spec"]["containers"][0]["command"])
+    assert "bot-v2" not in fleet["metadata"]["annotations"]["tuneops.io/adapters"]
+    rolling = _running(fleet)
+    rolling["status"]["replicas"] = 3  # an old pod (without bot-v3) still running
+    plan = _fleet_step(md, _slots(blue=rolling))
+    assert plan.status["activeVersion"] == "bot-v1"
+    plan = _fleet_step(md, _slots(blue=_running(fleet)))
+    assert plan.status["activeVersion"] == "bot-v3" and _default_adapter(plan) == "bot-v3"
+
+
+def test_adapters_tgi_gets_lora_adapters_on_the_base_model():
+    md = modeldeployment(active="bot-v1", preview="bot-v2", status=HEALTHY_BLUE_V1)
+    plan = _fleet_step(md, _slots(), engine="tgi")
+    env = {e["name"]: e.get("value") for e in plan.deployments[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MODEL_ID"] == "meta-llama/Meta-Llama-3-8B-Instruct"
+    assert env["LORA_ADAPTERS"] == "bot-v1=/models/bot/1/adapter,bot-v2=/models/bot/2/adapter"
+
+
+@pytest.mark.parametrize(("preview", "reason"), [("bot-other", "DifferentBaseModel"), ("bot-merged", "MergedOnly")])
+def test_adapters_fall_back_to_two_slots_with_a_condition_saying_why(preview, reason):
+    md = modeldeployment(active="bot-v1", preview=preview, status=HEALTHY_BLUE_V1)
+    plan = _fleet_step(md, _slots(blue=deployment("bot", "blue", "bot-v1", 2, 2)))
+    sharing = {c["type"]: c for c in plan.status["conditions"]}["AdapterSharing"]
+    assert (sharing["status"], sharing["reason"]) == ("False", reason) and preview in sharing["message"]
+    assert _deps(plan)["green"][0] == preview and plan.config_maps == []  # the preview got its own slot
+    assert _selectors(plan) == ("blue", "green")
+
+
+def test_adapters_strategy_is_validated_with_a_clear_message():
+    md = modeldeployment(active="bot-v1", strategy="shared")
+    plan = plan_modeldeployment(md, _slots(), ADAPTER_VERSIONS, SETTINGS, NOW)
+    assert plan.status["phase"] == "Degraded" and "strategy" in plan.status["message"]

@@ -75,6 +75,10 @@ class ModelDeploymentSpec(TuneopsModel):
     autoscaling: AutoscalingSpec | None = None
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     promotion: PromotionSpec = Field(default_factory=PromotionSpec)
+    strategy: Literal["slots", "adapters"] = Field(
+        default="slots", description="slots: a second fleet (blue/green) per version. adapters: when the versions "
+        "are LoRA adapters of one base model, one fleet loads them all (TGI LORA_ADAPTERS / builtin --adapter) and "
+        "promotion moves the default adapter; otherwise falls back to slots (condition AdapterSharing=False).")
 
 
 DeploymentPhase = Literal["Progressing", "Healthy", "Promoting", "Degraded", "Aborted"]

@@ -6,10 +6,16 @@
     <name>-preview              Service: selector tuneops.io/slot=<idle slot>
     <name>                      HorizontalPodAutoscaler (autoscaling/v2) targeting the active slot's Deployment
     <name>                      PodDisruptionBudget (maxUnavailable 1) over the active slot's pods
+
+spec.strategy=adapters (versions that are LoRA adapters of one base model): ONE slot Deployment (the fleet)
+loads every adapter (builtin: `tuneops serve --adapter`, TGI: LORA_ADAPTERS) and both Services select it;
+`<name>-adapters` ConfigMap (adapters.json {"default": <active version>}) tells the builtin server which
+adapter answers requests that name none, so a promotion edits the ConfigMap instead of moving a selector.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,10 +87,53 @@ def _merge_env(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> list
     return [e for e in ours if e["name"] not in names] + theirs
 
 
-def engine_container(spec: ModelDeploymentSpec, version: VersionArtifacts, settings: OperatorSettings) -> dict:
+ADAPTERS_ANNOTATION = "tuneops.io/adapters"  # fleet Deployment: {"<version>": "<adapter uri>", ...}
+ADAPTERS_FILE_DIR = "/etc/tuneops/adapters"
+
+
+def adapters_configmap_name(md_name: str) -> str:
+    return child_name(md_name, "adapters")
+
+
+def adapters_configmap(md: dict[str, Any], default: str) -> dict[str, Any]:
+    """What the builtin server polls (--adapters-file): the adapter answering requests that name none."""
+    name = adapters_configmap_name(md["metadata"]["name"])
+    return owned({"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(md, name, "adapters"),
+                  "data": {"adapters.json": json.dumps({"default": default})}}, md)
+
+
+def _registry_dir(version: VersionArtifacts) -> str:
+    artifact = version.merged_uri or version.adapter_uri or ""
+    return _local_path(artifact).rstrip("/").rsplit("/", 1)[0] or "/"
+
+
+def _fleet_engine(spec: ModelDeploymentSpec, adapters: list[VersionArtifacts], settings: OperatorSettings) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Container (without env/probes) and env of a server that loads every adapter onto one base."""
+    engine = spec.engine
+    if engine.kind == "tgi":
+        # TGI multi-LoRA: requests pick one with adapter_id (chat: `model`); no adapter_id = the base model.
+        env = [{"name": "PORT", "value": str(engine.port)}, {"name": "HF_HUB_OFFLINE", "value": "1"},
+               {"name": "MODEL_ID", "value": adapters[0].base_model},
+               {"name": "LORA_ADAPTERS", "value": ",".join(f"{a.name}={_local_path(a.adapter_uri or '')}"
+                                                            for a in adapters)}]
+        return {"name": "server", "image": engine.image or settings.tgi_image, "args": list(engine.args)}, env
+    first, *rest = adapters
+    command = ["tuneops", "serve", "--version", _registry_dir(first), "--adapter-name", first.name]
+    for a in rest:
+        command += ["--adapter", f"{a.name}={_registry_dir(a)}"]
+    command += ["--adapters-file", f"{ADAPTERS_FILE_DIR}/adapters.json", "--host", "0.0.0.0",
+                "--port", str(engine.port), *engine.args]
+    return ({"name": "server", "image": engine.image or settings.serve_image, "command": command},
+            [{"name": "HF_HUB_OFFLINE", "value": "1"}])
+
+
+def engine_container(spec: ModelDeploymentSpec, version: VersionArtifacts, settings: OperatorSettings,
+                     adapters: list[VersionArtifacts] | None = None) -> dict:
     engine = spec.engine
     port = engine.port
-    if engine.kind == "tgi":
+    if adapters:
+        container, env = _fleet_engine(spec, adapters, settings)
+    elif engine.kind == "tgi":
         # TGI: merged weights are a model of their own; otherwise base model + the LoRA adapter by name.
         env = [{"name": "PORT", "value": str(port)}, {"name": "HF_HUB_OFFLINE", "value": "1"},
                {"name": "MODEL_ID", "value": _local_path(version.merged_uri) if version.merged_uri
@@ -101,7 +150,8 @@ def engine_container(spec: ModelDeploymentSpec, version: VersionArtifacts, setti
         container = {"name": "server", "image": engine.image or settings.serve_image,
                      "command": ["tuneops", "serve", "--version", registry_dir, "--host", "0.0.0.0",
                                  "--port", str(port), *engine.args]}
-    env.append({"name": "TUNEOPS_MODEL_VERSION", "value": version.name})
+    env.append({"name": "TUNEOPS_MODEL_VERSION",
+                "value": ",".join(a.name for a in adapters) if adapters else version.name})
     container["env"] = _merge_env(env, _env(engine.env))
     container["ports"] = [{"name": "http", "containerPort": port}]
     health = {"httpGet": {"path": "/health", "port": "http"}}
@@ -114,7 +164,31 @@ def engine_container(spec: ModelDeploymentSpec, version: VersionArtifacts, setti
     if resources := container_resources(spec.resources):
         container["resources"] = resources
     container["volumeMounts"] = [{"name": "dshm", "mountPath": "/dev/shm"}]
+    if adapters and engine.kind == "builtin":
+        # The directory, not a subPath: only directory mounts see ConfigMap updates.
+        container["volumeMounts"].append({"name": "adapters", "mountPath": ADAPTERS_FILE_DIR, "readOnly": True})
     return container
+
+
+def fleet_deployment(md: dict[str, Any], spec: ModelDeploymentSpec, slot: str, adapters: list[VersionArtifacts],
+                     active: str, replicas: int | None, settings: OperatorSettings) -> dict[str, Any]:
+    """The one Deployment of spec.strategy=adapters. Its pod template depends only on the adapter *set*
+    (sorted), so a promotion (a new default) never restarts pods; only loading a new adapter does."""
+    adapters = sorted(adapters, key=lambda a: a.name)
+    dep = slot_deployment(md, spec, slot, adapters[0], replicas, settings)
+    loaded = json.dumps({a.name: a.adapter_uri for a in adapters}, sort_keys=True, separators=(",", ":"))
+    template = dep["spec"]["template"]
+    template["metadata"]["labels"].pop(VERSION_LABEL, None)
+    template["metadata"]["annotations"] = {ADAPTERS_ANNOTATION: loaded}
+    dep["metadata"]["annotations"] = {VERSION_ANNOTATION: active, ADAPTERS_ANNOTATION: loaded}
+    dep["metadata"]["labels"][VERSION_LABEL] = label_value(active)
+    if len(adapters) > 1:
+        pod = template["spec"]
+        pod["containers"] = [engine_container(spec, adapters[0], settings, adapters=adapters)]
+        if spec.engine.kind == "builtin":
+            pod["volumes"].append({"name": "adapters", "configMap": {
+                "name": adapters_configmap_name(md["metadata"]["name"])}})
+    return dep
 
 
 def slot_deployment(md: dict[str, Any], spec: ModelDeploymentSpec, slot: str, version: VersionArtifacts | None,

@@ -17,6 +17,7 @@ idle slot even if it held the warm previous version (rollback is then a normal p
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -36,6 +37,8 @@ class SlotObserved:
     ready_replicas: int = 0
     updated_replicas: int = 0
     current: bool = True  # the Deployment controller has seen its latest generation
+    adapters: tuple[tuple[str, str], ...] = ()  # strategy=adapters: (version, adapter uri) the fleet loads
+    total_replicas: int = 0  # pods of every template (old ones too, during a rollout)
 
 
 def observe_slot(deployment: dict[str, Any] | None) -> SlotObserved:
@@ -50,7 +53,18 @@ def observe_slot(deployment: dict[str, Any] | None) -> SlotObserved:
         ready_replicas=int(st.get("readyReplicas") or 0),
         updated_replicas=int(st.get("updatedReplicas") or 0),
         current=int(st.get("observedGeneration") or 0) >= int(meta.get("generation") or 0),
+        adapters=_loaded_adapters(meta),
+        total_replicas=int(st.get("replicas") or 0),
     )
+
+
+def _loaded_adapters(meta: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    raw = (meta.get("annotations") or {}).get(kids.ADAPTERS_ANNOTATION)
+    try:
+        value = json.loads(raw) if raw else {}
+    except ValueError:
+        return ()
+    return tuple(sorted((str(k), str(v)) for k, v in value.items())) if isinstance(value, dict) else ()
 
 
 @dataclass(frozen=True)
@@ -73,6 +87,7 @@ class Gate:
 class MdPlan:
     status: dict[str, Any]
     deployments: list[dict[str, Any]] = field(default_factory=list)
+    config_maps: list[dict[str, Any]] = field(default_factory=list)  # applied before the Deployments
     services: list[dict[str, Any]] = field(default_factory=list)
     hpa: dict[str, Any] | None = None
     delete_hpa: bool = False
@@ -147,6 +162,14 @@ def plan_modeldeployment(md: dict[str, Any], slots: dict[str, SlotObserved], ver
                   "message": f"invalid spec: {exc}", "conditions": conditions, "observedGeneration": gen}
         return MdPlan(status=status, events=_phase_events(old, status))
     conditions = set_condition(conditions, "SpecValid", "True", "Validated", "spec is valid", gen, now)
+    if spec.strategy == "adapters":  # one fleet, several adapters (md_adapters); else the two slots below
+        from .md_adapters import adapter_sharing, plan_adapter_fleet
+
+        ok, reason, why = adapter_sharing([old.get("activeVersion"), spec.active_version, spec.preview_version],
+                                          versions)
+        if ok:
+            return plan_adapter_fleet(md, spec, slots, versions, settings, now, conditions, old)
+        conditions = set_condition(conditions, "AdapterSharing", "False", reason, why, gen, now)
 
     auto = spec.autoscaling if spec.autoscaling and spec.autoscaling.enabled else None
     active, active_version = old.get("activeSlot"), old.get("activeVersion")

@@ -112,7 +112,7 @@ class Reconciler:
         plan = plan_modeldeployment(md, {s: observe_slot(d) for s, d in deployments.items()}, versions,
                                     self.settings, self.clock(), slot_metrics)
         # Slots first, then the Services: a selector only moves to a slot already observed Ready.
-        for obj in [*plan.deployments, *plan.services, *([plan.hpa] if plan.hpa else []),
+        for obj in [*plan.config_maps, *plan.deployments, *plan.services, *([plan.hpa] if plan.hpa else []),
                     *([plan.pdb] if plan.pdb else [])]:
             self.kube.ensure(obj)
         if plan.delete_hpa and status.get("activeSlot") is not None:
