@@ -71,7 +71,7 @@ def test_crd_is_structural(name):
 def test_names_columns_and_short_names():
     crds = {c["spec"]["names"]["kind"]: c for c in committed().values()}
     expected = {
-        "FineTuneJob": ("ftj", ["Phase", "Model", "Method", "Progress", "Loss", "Version", "Age"]),
+        "FineTuneJob": ("ftj", ["Phase", "Model", "Method", "Progress", "Loss", "Attempts", "Version", "Age"]),
         "ModelVersion": ("mv", ["Model", "Version", "Eval", "Verdict", "Phase", "Age"]),
         "ModelDeployment": ("mdep", ["Active", "Preview", "Phase", "Ready", "Age"]),
     }

@@ -68,7 +68,7 @@ def test_get_finetunejobs_prints_columns(kube, ns):
     kube.kubectl("create", "-f", "-", input=_in_namespace(doc, ns))
     out = kube.kubectl("get", "finetunejobs", "columns-check", "-n", ns).stdout.splitlines()
     header = out[0].split()
-    for column in ("NAME", "PHASE", "MODEL", "METHOD", "PROGRESS", "LOSS", "VERSION", "AGE"):
+    for column in ("NAME", "PHASE", "MODEL", "METHOD", "PROGRESS", "LOSS", "ATTEMPTS", "VERSION", "AGE"):
         assert column in header, out[0]
     assert out[1].split()[:1] == ["columns-check"]
     assert "smollm2" in out[1] and "lora" in out[1]

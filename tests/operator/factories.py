@@ -55,9 +55,11 @@ def pod(ftj: dict, revision: int, created: str, phase: str = "Running", result: 
             "message": json.dumps(result) if result else "", "finishedAt": "2026-11-25T08:30:00Z"}}}]
     if disrupted:
         st["conditions"].append({"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler"})
-    return {"metadata": {"name": f"{ftj['metadata']['name']}-r{revision}-{created[-3:-1]}",
-                         "creationTimestamp": created,
-                         "labels": {FTJ_LABEL: ftj["metadata"]["name"], REVISION_LABEL: str(revision)}},
+    stamp = created[11:19].replace(":", "")  # one pod per creation second: unique names, like the Job's suffix
+    job_name = ftj_kids.job_name(ftj["metadata"]["name"], revision)
+    return {"metadata": {"name": f"{job_name}-{stamp}", "creationTimestamp": created,
+                         "labels": {FTJ_LABEL: ftj["metadata"]["name"], REVISION_LABEL: str(revision),
+                                    "job-name": job_name}},
             "status": st}
 
 

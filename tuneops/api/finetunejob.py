@@ -224,11 +224,16 @@ class MlflowRef(TuneopsModel):
 
 
 class Attempt(TuneopsModel):
+    """One training pod's run: a restart (preemption, node loss, crash, spec change) starts the next attempt."""
+
     n: int = Field(ge=1)
     start: datetime | None = None
     end: datetime | None = None
-    reason: str | None = None
-    resumed_from: str | None = None
+    reason: str | None = Field(default=None, description="Succeeded, Preempted, NodeLost, PodDeleted, Evicted, "
+                               "SpecChanged, or the container's reason and exit code (e.g. OOMKilled (exit code 137)).")
+    resumed_from: str | None = Field(default=None, description="Checkpoint published before this attempt started.")
+    pod: str | None = None
+    job: str | None = Field(default=None, description="The revision's batch/v1 Job.")
 
 
 class FineTuneJobStatus(TuneopsModel):
@@ -241,7 +246,8 @@ class FineTuneJobStatus(TuneopsModel):
     mlflow: MlflowRef | None = None
     dataset_hash: str | None = None
     last_checkpoint: str | None = None
-    attempts: list[Attempt] = Field(default_factory=list)
+    attempts: list[Attempt] = Field(default_factory=list, description="The latest attempts (at most 20).")
+    attempt_count: int | None = Field(default=None, ge=0, description="All attempts so far, including dropped ones.")
     training_job: str | None = Field(default=None, description="Name of the batch/v1 Job running the training.")
     model_version: str | None = Field(default=None, description="The ModelVersion created on success.")
     start_time: datetime | None = None

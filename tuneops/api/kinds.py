@@ -53,6 +53,7 @@ FINETUNEJOB = Kind(
         Column("Method", ".spec.method"),
         Column("Progress", ".status.progress.summary"),
         Column("Loss", ".status.metrics.loss", "number"),
+        Column("Attempts", ".status.attemptCount", "integer", "Training attempts (restarts + 1)"),
         Column("Version", ".status.modelVersion", description="ModelVersion created on success"),
         AGE,
         Column("Message", ".status.message", priority=1),

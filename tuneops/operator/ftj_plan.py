@@ -25,6 +25,7 @@ from tuneops.api import FineTuneJobSpec, InvalidResource, parse_spec
 from tuneops.planning import failure_message, plan_job
 
 from . import ftj_children as kids
+from .ftj_attempts import track_attempts
 from .meta import (
     REVISION_LABEL, SPEC_HASH_ANNOTATION, Event, parse_time, rfc3339, set_condition, spec_hash,
 )
@@ -82,23 +83,6 @@ def pod_result(pod: dict[str, Any]) -> dict[str, Any] | None:
     except ValueError:
         return None
     return result if isinstance(result, dict) else None
-
-
-def pod_outcome(pod: dict[str, Any]) -> tuple[str | None, str | None]:
-    """(end time, reason) of a finished pod, (None, None) while it runs."""
-    st = pod.get("status", {})
-    phase = st.get("phase")
-    if phase not in ("Succeeded", "Failed"):
-        return None, None
-    term = _terminated(pod) or {}
-    end = term.get("finishedAt") or pod["metadata"].get("deletionTimestamp") or pod["metadata"]["creationTimestamp"]
-    if phase == "Succeeded":
-        return end, "Succeeded"
-    if any(c.get("type") == "DisruptionTarget" and c.get("status") == "True" for c in st.get("conditions") or []):
-        return end, "Preempted"
-    reason = term.get("reason") or st.get("reason") or "Failed"
-    code = term.get("exitCode")
-    return end, f"{reason} (exit code {code})" if code is not None else reason
 
 
 def _primary(pod: dict[str, Any]) -> bool:
@@ -192,29 +176,14 @@ def plan_finetunejob(ftj: dict[str, Any], observed: FtjObserved, settings: Opera
         return plan
     status["trainingJob"] = kids.job_name(meta["name"], revision)
 
-    # Attempts: one per training pod, matched across reconciles by the pod's creation time.
-    attempts = [dict(a) for a in old.get("attempts") or []]
-    by_start = {a.get("start"): a for a in attempts}
+    # Attempts: one per training pod (see ftj_attempts), resumedFrom from the checkpoint published before it.
     pods = sorted((p for p in observed.pods if _primary(p)), key=lambda p: p["metadata"]["creationTimestamp"])
-    for pod in pods:
-        start = pod["metadata"]["creationTimestamp"]
-        attempt = by_start.get(start)
-        if attempt is None:
-            attempt = {"n": len(attempts) + 1, "start": start}
-            if old.get("lastCheckpoint") and attempts:
-                attempt["resumedFrom"] = old["lastCheckpoint"]
-            attempts.append(attempt)
-            by_start[start] = attempt
-            if attempt["n"] > 1:
-                events.append(Event("Normal", "Restarted", f"attempt {attempt['n']} started"
-                                    + (f", resuming from {attempt['resumedFrom']}" if "resumedFrom" in attempt else "")))
-        end, reason = pod_outcome(pod)
-        if end is None and revision_of(pod) < revision:
-            end, reason = rfc3339(now), "SpecChanged"
-        if end is not None and "end" not in attempt:
-            attempt.update(end=end, reason=reason)
+    tracked = track_attempts(old, pods, revision, observed.progress, now)
+    attempts = tracked.attempts
+    events += tracked.events
     if attempts:
         status["attempts"] = attempts
+        status["attemptCount"] = tracked.count
         status.setdefault("startTime", attempts[0]["start"])
 
     # Progress reported by the trainer (ConfigMap), then the Job's outcome.
@@ -251,7 +220,7 @@ def plan_finetunejob(ftj: dict[str, Any], observed: FtjObserved, settings: Opera
         else:
             status["phase"] = "Pending"
         status["message"] = ("waiting for the training pod to start" if status["phase"] == "Pending"
-                             else f"{status['phase'].lower()}: attempt {len(attempts)}")
+                             else f"{status['phase'].lower()}: attempt {tracked.count}")
         status.pop("completionTime", None)
     if progress:
         status["progress"] = _progress_view(progress, current_attempt, status.get("phase") == "Succeeded")

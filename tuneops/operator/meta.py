@@ -115,9 +115,12 @@ def status_patch(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, A
     if old == new:
         return None
     patch: dict[str, Any] = dict(new)
-    for key in old:
+    for key, value in old.items():
         if key not in new:
             patch[key] = None
+        elif isinstance(value, dict) and isinstance(new[key], dict):
+            # Merge patches merge nested objects too: keys dropped inside them must be nulled as well.
+            patch[key] = status_patch(value, new[key]) or {}
     return patch
 
 
