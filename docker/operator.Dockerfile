@@ -17,6 +17,12 @@ FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="tuneops-operator" \
       org.opencontainers.image.description="GitOps fine-tuning and serving of LLMs on Kubernetes: the operator" \
       org.opencontainers.image.licenses="Apache-2.0"
+# git (+ ssh) for the rollback write-back (tuneops/operator/gitops_writeback.py: commits a reverted activeVersion).
+# Package versions follow the pinned base (security updates included).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends git openssh-client \
+    && rm -rf /var/lib/apt/lists/*
 # A fixed numeric uid: the chart's runAsNonRoot needs a numeric USER to verify.
 RUN groupadd --gid 10001 tuneops && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin tuneops
 COPY --from=build /opt/venv /opt/venv

@@ -25,6 +25,8 @@ from typing import Any
 from tuneops.api import InvalidResource, ModelDeploymentSpec, parse_spec
 
 from . import md_children as kids
+from .gitops_writeback import WriteBack, commit_message
+from .md_rollback import SlotMetrics, start_watch, watch_step, write_back_text
 from .meta import VERSION_ANNOTATION, Event, condition, parse_time, rfc3339, set_condition
 from .settings import OperatorSettings
 
@@ -68,14 +70,6 @@ def _loaded_adapters(meta: dict[str, Any]) -> tuple[tuple[str, str], ...]:
 
 
 @dataclass(frozen=True)
-class SlotMetrics:
-    """Measured on the preview slot (optional metric gates)."""
-
-    error_rate: float | None = None
-    p95_latency_ms: float | None = None
-
-
-@dataclass(frozen=True)
 class Gate:
     ok: bool
     reason: str
@@ -94,6 +88,10 @@ class MdPlan:
     pdb: dict[str, Any] | None = None
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
+    write_back: WriteBack | None = None  # commit the reverted activeVersion to Git (the reconciler does the I/O)
+
+# A failed Git write-back is retried this often.
+WRITE_BACK_RETRY_SECONDS = 30.0
 
 
 def other(slot: str) -> str:
@@ -188,7 +186,44 @@ def plan_modeldeployment(md: dict[str, Any], slots: dict[str, SlotObserved], ver
     events: list[Event] = []
     requeue: float | None = None
     phase = message = None
-    target = spec.active_version
+
+    # Post-promotion watch of the active version; a failure rolls back to the previous version.
+    watch = dict(old["postPromotion"]) if old.get("postPromotion") else None
+    rollback = dict(old["rollback"]) if old.get("rollback") else None
+    if rollback and rollback.get("holding") and spec.active_version != rollback.get("from"):
+        rollback["holding"] = False  # spec names another version now (Git reverted, or moved on): follow it
+        if rollback.get("writeBack") == "Pending":
+            rollback.update(writeBack="Skipped", writeBackMessage=f"spec.activeVersion changed to {spec.active_version}")
+        conditions, _ = _set(conditions, "RolledBack", "False", "SpecUpdated",
+                             f"spec.activeVersion is {spec.active_version}", gen, now)
+    if (watch and watch.get("state") == "Watching" and not (rollback and rollback.get("holding"))
+            and watch.get("version") == active_version == spec.active_version):
+        step = watch_step(spec, watch, (metrics or {}).get(active) if active else None, now)
+        watch = step.watch
+        if step.requeue:
+            requeue = step.requeue
+        if step.failure and watch.get("previousVersion"):
+            rollback = {"from": active_version, "to": watch["previousVersion"], "reason": step.failure,
+                        "time": rfc3339(now), "holding": True}
+            if spec.git_write_back:
+                rollback["writeBack"] = "Pending"
+            events.append(Event("Warning", "PostPromotionCheckFailed",
+                                f"{active_version} failed its post-promotion checks ({step.failure}); "
+                                f"rolling back to {rollback['to']}"))
+            conditions, _ = _set(conditions, "RolledBack", "True", "PostPromotionCheckFailed",
+                                 f"{active_version} -> {rollback['to']}: {step.failure}", gen, now)
+        elif step.failure:
+            events.append(Event("Warning", "PostPromotionCheckFailed",
+                                f"{active_version} failed its post-promotion checks ({step.failure}); "
+                                "no previous version to roll back to"))
+        if step.failure or watch["state"] == "Passed":
+            conditions, _ = _set(conditions, "PostPromotionChecks", "True" if watch["state"] == "Passed" else "False",
+                                 "ChecksPassed" if watch["state"] == "Passed" else "ChecksFailed",
+                                 f"{watch['version']}: {watch.get('message', '')}", gen, now)
+    holding = bool(rollback and rollback.get("holding"))
+    rolling_back = holding and rollback["to"] != active_version
+
+    target = rollback["to"] if holding else spec.active_version
     promoting = target != active_version
     idle_taken = False
     if promoting:
@@ -207,8 +242,14 @@ def plan_modeldeployment(md: dict[str, Any], slots: dict[str, SlotObserved], ver
             previous = condition(conditions, "PromotionGates")
             tracked = previous is not None and previous.get("message", "").startswith(marker)
             ready = slot_ready(obs, target, full)
-            gates = metric_gate(spec, (metrics or {}).get(idle))
-            if spec.promotion.gates.ready and not ready:
+            # Rolling back: the previous version's warm pods take traffic at once (the slot grows to full
+            # behind them); the preview metric gates judged it when it was promoted.
+            if rolling_back:
+                ready = obs.exists and obs.version == target and obs.ready_replicas > 0
+                gates = Gate(True, "Passed", "rollback")
+            else:
+                gates = metric_gate(spec, (metrics or {}).get(idle))
+            if (spec.promotion.gates.ready or rolling_back) and not ready:
                 gates = Gate(False, "WaitingForReady", f"{obs.ready_replicas}/{full} pods Ready", wait=True)
             if not gates.ok:
                 conditions = set_condition(conditions, "PromotionGates", "False", gates.reason,
@@ -226,14 +267,21 @@ def plan_modeldeployment(md: dict[str, Any], slots: dict[str, SlotObserved], ver
                                            f"{marker}: all gates passed", gen, now)
                 since = parse_time((condition(conditions, "PromotionGates") or {}).get("lastTransitionTime")) or now
                 # A warm slot (rollback) or an empty Service (first version) switches at once.
-                soak = spec.promotion.auto_promotion_seconds if tracked and active else 0
+                soak = spec.promotion.auto_promotion_seconds if tracked and active and not rolling_back else 0
                 remaining = soak - (now - since).total_seconds()
                 if remaining > 0:
                     phase, message = "Promoting", f"promoting {marker}: gates green, switching in {int(remaining)}s"
                     requeue = remaining
                 else:
-                    events.append(Event("Normal", "Promoted", f"switched {name} from "
-                                        f"{active_version or 'nothing'} ({active or '-'}) to {target} ({idle})"))
+                    if rolling_back:
+                        events.append(Event("Warning", "RolledBack", f"switched {name} back from {active_version} "
+                                            f"({active}) to {target} ({idle}): {rollback['reason']}"))
+                    else:
+                        events.append(Event("Normal", "Promoted", f"switched {name} from "
+                                            f"{active_version or 'nothing'} ({active or '-'}) to {target} ({idle})"))
+                        watch = start_watch(spec, target, active_version, now)
+                        if watch:
+                            requeue = min(requeue or 1e9, float(spec.promotion.post_promotion.interval_seconds))
                     previous_slot = active
                     active, active_version, last_promotion = idle, target, now
                     desired[active] = (target, active_replicas)
@@ -242,8 +290,14 @@ def plan_modeldeployment(md: dict[str, Any], slots: dict[str, SlotObserved], ver
                     idle = previous_slot or other(active)
                     idle_taken = False
                     promoting = False
-                    conditions, _ = _set(conditions, "Promoted", "True", "Promoted",
-                                         f"{target} is active in slot {active}", gen, now)
+                    if rolling_back:
+                        rolling_back = False
+                        conditions, _ = _set(conditions, "Promoted", "False", "RolledBack",
+                                             f"{rollback['from']} was rolled back to {target} (slot {active})",
+                                             gen, now)
+                    else:
+                        conditions, _ = _set(conditions, "Promoted", "True", "Promoted",
+                                             f"{target} is active in slot {active}", gen, now)
                     if auto and not slots[active].exists:
                         desired[active] = (target, full)
 
@@ -326,6 +380,27 @@ def plan_modeldeployment(md: dict[str, Any], slots: dict[str, SlotObserved], ver
         status["previewVersion"] = preview_version
     if last_promotion:
         status["lastPromotionTime"] = rfc3339(last_promotion)
+    if watch:
+        status["postPromotion"] = watch
+    if rollback:
+        status["rollback"] = rollback
+        if holding and rolling_back:
+            status["phase"] = "Degraded"
+            status["message"] = (f"rolling back from {rollback['from']} to {rollback['to']} ({rollback['reason']}): "
+                                 f"waiting for {rollback['to']} to be Ready")
+        elif holding:
+            status["phase"] = "RolledBack"
+            how = write_back_text(rollback, spec.git_write_back is not None)
+            status["message"] = (f"rolled back from {rollback['from']} to {rollback['to']} ({rollback['reason']}); "
+                                 f"spec.activeVersion still names {rollback['from']}: {how}")
+            if spec.git_write_back and rollback.get("writeBack") in ("Pending", "Failed"):
+                plan.write_back = WriteBack(
+                    git=spec.git_write_back, name=name, namespace=namespace, from_version=rollback["from"],
+                    to_version=rollback["to"],
+                    message=commit_message(name, namespace, rollback["from"], rollback["to"], rollback["reason"],
+                                           rollback.get("time"), watch))
+                if rollback.get("writeBack") == "Failed":
+                    requeue = min(requeue or 1e9, WRITE_BACK_RETRY_SECONDS)
     plan.status = status
     plan.events = events + _phase_events(old, status)
     plan.requeue_after = requeue
@@ -340,8 +415,22 @@ def _set(conditions: list[dict], type_: str, status: str, reason: str, message: 
     return set_condition(conditions, type_, status, reason, message, gen, now), changed
 
 
+def record_write_back(status: dict[str, Any], state: str, commit: str | None, message: str) -> Event:
+    """Record the reconciler's Git write-back outcome in `status` (a copy of the plan's) and say it as an event."""
+    rollback = dict(status.get("rollback") or {})
+    rollback.update(writeBack=state, writeBackMessage=message)
+    if commit:
+        rollback["commit"] = commit
+    status["rollback"] = rollback
+    if status.get("phase") == "RolledBack":  # say where Git stands now
+        status["message"] = status["message"].rsplit(": ", 1)[0] + ": " + write_back_text(rollback, True)
+    if state == "Failed":
+        return Event("Warning", "GitWriteBackFailed", f"Git write-back failed (retrying): {message}")
+    return Event("Normal", "GitWriteBack", f"Git write-back {state}: {message}")
+
+
 def _phase_events(old: dict[str, Any], new: dict[str, Any]) -> list[Event]:
     if old.get("phase") == new.get("phase"):
         return []
-    kind = "Warning" if new["phase"] in ("Aborted", "Degraded") else "Normal"
+    kind = "Warning" if new["phase"] in ("Aborted", "Degraded", "RolledBack") else "Normal"
     return [Event(kind, new["phase"], new.get("message") or new["phase"])]

@@ -6,6 +6,7 @@ handlers, child events and timers can all call them, and a kill at any point is 
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import threading
@@ -16,8 +17,9 @@ from typing import Any
 
 from . import ftj_children, md_children, metrics
 from .ftj_plan import FtjObserved, plan_finetunejob
+from .gitops_writeback import WriteBack, WriteBackError, push_revert
 from .kube import ApiError, Kube
-from .md_plan import SlotMetrics, observe_slot, plan_modeldeployment
+from .md_plan import SlotMetrics, observe_slot, plan_modeldeployment, record_write_back
 from .meta import FTJ_LABEL, JOB_UID_ANNOTATION, VERSION_ANNOTATION, label_value, status_patch
 from .mv import local_artifact_check, model_version_status
 from .settings import OperatorSettings
@@ -118,7 +120,32 @@ class Reconciler:
         if plan.delete_hpa and status.get("activeSlot") is not None:
             self.kube.delete("HorizontalPodAutoscaler", namespace, name)
         self._finish(md, plan.status, plan.events)
+        if plan.write_back is not None:
+            # After the switch is recorded: traffic never waits for Git. A failure is retried (requeue).
+            written = dict(plan.status)
+            event = record_write_back(written, *self._write_back(plan.write_back))
+            self._finish({**md, "status": plan.status}, written, [event])
         return plan.requeue_after + 0.5 if plan.requeue_after else None
+
+    def _write_back(self, request: WriteBack) -> tuple[str, str | None, str]:
+        """(state, commit, message) of committing the reverted activeVersion to Git; never raises."""
+        try:
+            credentials = self._git_credentials(request)
+            result = push_revert(request, credentials)
+        except (WriteBackError, ApiError, OSError, ValueError) as exc:
+            log.warning("ModelDeployment %s/%s: Git write-back failed: %s", request.namespace, request.name, exc)
+            return "Failed", None, str(exc)[:1000]
+        log.info("ModelDeployment %s/%s: Git write-back %s: %s", request.namespace, request.name, result.state,
+                 result.message)
+        return result.state, result.commit, result.message
+
+    def _git_credentials(self, request: WriteBack) -> dict[str, str]:
+        """The Secret named by gitWriteBack.secretRef, decoded (values never logged)."""
+        ref = request.git.secret_ref
+        if ref is None:
+            return {}
+        secret = self.kube.request("GET", f"/api/v1/namespaces/{request.namespace}/secrets/{ref.name}")
+        return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
 
     # -- shared -----------------------------------------------------------------------------------------
     def _finish(self, obj: dict[str, Any], status: dict[str, Any], events) -> None:

@@ -21,6 +21,7 @@ from . import handlers, metrics
 from .kube import Kube, load_config
 from .reconcile import Reconciler
 from .settings import OperatorSettings
+from .slot_metrics import PrometheusSlotMetrics
 from .workqueue import WorkQueue
 
 log = logging.getLogger("tuneops.operator")
@@ -42,7 +43,8 @@ class RunOptions:
 def build(settings: OperatorSettings, kube: Kube | None = None) -> tuple[kopf.OperatorRegistry, WorkQueue]:
     """The registry with all handlers, and the queue feeding the reconcilers (not started)."""
     kube = kube or Kube()
-    queue = WorkQueue(Reconciler(kube, settings), workers=settings.workers)
+    slot_metrics = PrometheusSlotMetrics(settings.prometheus_url) if settings.prometheus_url else None
+    queue = WorkQueue(Reconciler(kube, settings, slot_metrics=slot_metrics), workers=settings.workers)
     registry = kopf.OperatorRegistry()
     handlers.register(registry, queue, kube, parents=os.environ.get("TUNEOPS_PARENT_HANDLERS", "causes"))
 

@@ -20,6 +20,8 @@ class OperatorSettings:
     rendezvous_port: int = 29500
     # Extra annotations on training pods (e.g. cluster-autoscaler safe-to-evict, sidecar opt-outs).
     training_pod_annotations: dict[str, str] = field(default_factory=dict)
+    # Prometheus HTTP API for the preview metric gates and post-promotion checks (None: metrics not measured).
+    prometheus_url: str | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "OperatorSettings":
@@ -33,6 +35,7 @@ class OperatorSettings:
             verify_local_artifacts=env.get("TUNEOPS_VERIFY_LOCAL_ARTIFACTS", "") in ("1", "true", "yes"),
             workers=int(env.get("TUNEOPS_OPERATOR_WORKERS", base.workers)),
             training_pod_annotations=_json_map(env, "TUNEOPS_TRAINING_POD_ANNOTATIONS"),
+            prometheus_url=env.get("TUNEOPS_PROMETHEUS_URL") or None,
         )
 
 
