@@ -98,15 +98,13 @@ def build_cleaner(spec: CleaningSpec) -> Callable[[str], str]:
         return lambda text: text
     if steps == [normalize_unicode, strip_control_chars, collapse_whitespace]:
         def clean(text: str) -> str:  # the default rule set, inlined: this is the hot path
-            if text.isascii():
-                if text.isprintable():  # no control chars, tabs or newlines: only spaces can need work
-                    if "  " not in text and text[:1] != " " and text[-1:] != " ":
-                        return text
-                    return collapse_whitespace(text)
-                text = strip_control_chars(text)
-            else:
-                text = strip_control_chars(unicodedata.normalize("NFC", text))
-            return collapse_whitespace(text)
+            if not text.isascii():
+                text = unicodedata.normalize("NFC", text)
+            if text.isprintable():  # no control chars; every whitespace character but " " is unprintable
+                if "  " not in text and text[:1] != " " and text[-1:] != " ":
+                    return text
+                return collapse_whitespace(text)
+            return collapse_whitespace(strip_control_chars(text))
         return clean
 
     def composed(text: str) -> str:

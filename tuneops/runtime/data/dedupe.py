@@ -1,14 +1,11 @@
 """Duplicate detection: exact (64-bit hash of the normal form) and near (MinHash-LSH over character
 5-grams, language-agnostic).
 
-Exact dedupe keeps 8 bytes per distinct row (a sorted `array('Q')` plus a small set of recent hashes merged
-in every 64k rows) instead of a Python set's ~70 bytes, so memory stays nearly flat at millions of rows.
+Exact dedupe keeps 8 bytes per distinct row (sorted uint64 runs plus a small set of recent hashes) instead
+of a Python set's ~70 bytes, so memory stays nearly flat at millions of rows.
 """
 
 from __future__ import annotations
-
-import bisect
-from array import array
 
 import xxhash
 
@@ -20,37 +17,88 @@ def row_hash(normal_form: str) -> int:
 
 
 class CompactHashSet:
-    """A set of 64-bit ints at ~8 bytes each; `add(h)` returns False when `h` was already present."""
+    """A set of 64-bit ints at ~8 bytes each; `add(h)` returns False when `h` was already present.
 
-    def __init__(self, merge_every: int = 65536):
-        self._sorted = array("Q")
+    Storage is a list of sorted uint64 runs of at most RUN_MAX entries (1 MiB each) plus a small Python set
+    of recent hashes: growing never copies more than two runs at once, so memory grows by the 8 bytes per
+    row and nothing else (one big sorted array re-merged every 64k rows peaked at several times its size).
+    `add_many` does the same for a whole batch with numpy (no per-row Python)."""
+
+    RUN_MAX = 1 << 17
+    RECENT_MAX = 1 << 14
+    FILTER_SLOTS = 1 << 22  # 4 MiB: a one-byte-per-slot filter over the runs' keys, so `add` skips most searches
+
+    def __init__(self) -> None:
+        import numpy as np
+
+        self._runs: list = []  # sorted numpy uint64 arrays, sizes non-increasing (merged like a binary counter)
         self._recent: set[int] = set()
-        self._merge_every = merge_every
+        self._filter = np.zeros(self.FILTER_SLOTS, dtype=np.uint8)
 
     def __len__(self) -> int:
-        return len(self._sorted) + len(self._recent)
+        return sum(len(r) for r in self._runs) + len(self._recent)
 
     def __contains__(self, h: int) -> bool:
         if h in self._recent:
             return True
-        i = bisect.bisect_left(self._sorted, h)
-        return i < len(self._sorted) and self._sorted[i] == h
+        if not self._filter[h & (self.FILTER_SLOTS - 1)]:
+            return False
+        import numpy as np
+
+        key = np.uint64(h)
+        for run in self._runs:
+            i = run.searchsorted(key)
+            if i < len(run) and run[i] == key:
+                return True
+        return False
 
     def add(self, h: int) -> bool:
         if h in self:
             return False
         self._recent.add(h)
-        if len(self._recent) >= self._merge_every:
-            self._merge()
+        if len(self._recent) >= self.RECENT_MAX:
+            import numpy as np
+
+            self._push(np.sort(np.fromiter(self._recent, dtype=np.uint64, count=len(self._recent))))
+            self._recent = set()
         return True
 
-    def _merge(self) -> None:
+    def add_many(self, keys):
+        """`keys`: a uint64 numpy array. Adds them all; returns a bool array, True where a key was new (its
+        first occurrence in `keys`, and not seen before) — what calling `add` on each in order returns."""
         import numpy as np
 
-        merged = np.union1d(np.frombuffer(self._sorted, dtype=np.uint64),
-                            np.fromiter(self._recent, dtype=np.uint64, count=len(self._recent)))
-        self._sorted = array("Q", merged.tobytes())
-        self._recent = set()
+        first = np.zeros(len(keys), dtype=bool)
+        if not len(keys):
+            return first
+        uniq, where = np.unique(keys, return_index=True)
+        new = np.ones(len(uniq), dtype=bool)
+        maybe = np.flatnonzero(self._filter[uniq & np.uint64(self.FILTER_SLOTS - 1)])  # the rest are new
+        if len(maybe):
+            candidates = uniq[maybe]
+            for run in self._runs:
+                i = run.searchsorted(candidates)
+                inside = i < len(run)
+                hit = np.zeros(len(candidates), dtype=bool)
+                hit[inside] = run[i[inside]] == candidates[inside]
+                new[maybe[hit]] = False
+        if self._recent:
+            new &= np.fromiter((k not in self._recent for k in uniq.tolist()), dtype=bool, count=len(uniq))
+        first[where[new]] = True
+        if new.any():
+            self._push(uniq[new])  # np.unique's output is sorted
+        return first
+
+    def _push(self, run) -> None:
+        import numpy as np
+
+        self._filter[run & np.uint64(self.FILTER_SLOTS - 1)] = 1
+        runs = self._runs
+        runs.append(run)
+        # Merge equal-ish neighbours (binary counter) up to RUN_MAX: few runs to search, small copies.
+        while len(runs) > 1 and len(runs[-2]) <= 2 * len(runs[-1]) and len(runs[-2]) + len(runs[-1]) <= self.RUN_MAX:
+            b, a = runs.pop(), runs.pop()
+            runs.append(np.insert(a, a.searchsorted(b), b))
 
 
 class ExactDeduper:

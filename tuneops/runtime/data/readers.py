@@ -186,6 +186,39 @@ def iter_rows(sf: SourceFile, stats: SourceStats) -> Iterator[RowTuple]:
         raw.close()
 
 
+def iter_jsonl_blobs(sf: SourceFile, stats: SourceStats) -> Iterator[tuple[int, bytes]]:
+    """A JSONL source as `(first_line, blob)`: line-aligned pieces of about CHUNK bytes (every blob but the
+    file's last ends with a newline; a line longer than a chunk is joined once), BOM removed. Whoever
+    splits a blob into rows (RowProcessor.process_chunk) counts stats.rows/blank_lines; this side only
+    reads and hashes, so the main process stays light while workers do the per-line work."""
+    hashing, stream, raw = _open_stream(sf, stats)
+    try:
+        line, parts, first = 1, [], True
+        while chunk := stream.read(CHUNK):
+            cut = chunk.rfind(b"\n") + 1
+            if not cut:
+                parts.append(chunk)
+                continue
+            parts.append(chunk[:cut] if cut < len(chunk) else chunk)
+            blob = b"".join(parts)
+            parts = [chunk[cut:]] if cut < len(chunk) else []
+            if first:
+                first = False
+                blob = blob[3:] if blob.startswith(_BOM) else blob
+            yield line, blob
+            line += blob.count(b"\n")
+        if parts:
+            blob = b"".join(parts)
+            if first and blob.startswith(_BOM):
+                blob = blob[3:]
+            if blob:
+                yield line, blob
+        hashing.finish()
+    finally:
+        stream.close()
+        raw.close()
+
+
 def split_lines(stream: BinaryIO) -> Iterator[tuple[bytes, bool]]:
     """Yield `(line, terminated)` without the newline. Reads in 1 MiB chunks; a line longer than a chunk
     is joined once (no quadratic copying), so a 10 MB row costs what its size costs."""

@@ -11,8 +11,12 @@ needs it; or a `RowError`.
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter
-from typing import Any
+from itertools import accumulate
+from typing import Any, NamedTuple
+
+import xxhash
 
 from tuneops.api.dataset import DatasetSpec
 
@@ -20,11 +24,12 @@ from .checks import check_chars, check_turns
 from .cleaning import build_cleaner, dedupe_text, memoized
 from .dedupe import row_hash
 from .errors import RowError
-from .formats import Converter
-from .jsonfast import JSONDecodeError, dumps, loads
+from .formats import OPENAI_ROLES, Converter
+from .jsonfast import JSONDecodeError, dumps, dumps_lenient, loads
 from .pii import Redactor
 
 ProcessedRow = tuple[int, int, bytes, str, "str | None", "str | None"]
+INV_2_64 = 1.0 / 2.0 ** 64
 
 
 class Unparsed:
@@ -40,12 +45,50 @@ UNPARSED = Unparsed(True)
 UNTERMINATED = Unparsed(False)  # the file's last line had no newline: a parse error hints at truncation
 
 
-def parse_line(raw: bytes, marker: Unparsed) -> Any:
-    from .readers import bad_json_line
+def reject_record(uri: str, line: int, err: RowError, row: Any, raw: bytes | None = None) -> bytes:
+    """One rejects.jsonl record (without the newline). A JSONL row is shown parsed when it parses, else as
+    text; a row too deep to re-encode is kept as it was read."""
+    if type(row) is Unparsed:
+        try:
+            row = loads(raw)
+        except (JSONDecodeError, RecursionError, ValueError):
+            row = raw.decode("utf-8", "backslashreplace")
+    record = {"source": uri, "line": line, "reason": err.reason, "field": err.field, "message": err.message,
+              "row": row}
+    try:
+        return dumps_lenient(record)
+    except (RecursionError, ValueError, TypeError):
+        record["row"] = raw.decode("utf-8", "backslashreplace") if raw is not None else repr(type(row))
+        return dumps_lenient(record)
 
+
+class ChunkResult(NamedTuple):
+    """What processing one JSONL blob gives back: compact, so shipping it from a worker costs little.
+    Per kept-so-far row ("ok" rows, in order): its line number, dedupe key and split position as packed
+    arrays, chars and roles as lists, the canonical lines as one blob with end offsets; answers that may be
+    JSON labels sparsely by index; rejected rows as finished rejects.jsonl records."""
+
+    rows: int                    # non-blank lines
+    blank: int                   # blank lines
+    redactions: Counter
+    line_nos: bytes              # array('Q')
+    keys: bytes                  # array('Q')
+    u: bytes                     # array('d'): split position
+    chars: list[int]
+    roles: list[str]
+    answers: dict[int, str]
+    normals: list[str] | None    # near dedupe only
+    lines: bytes
+    ends: bytes                  # array('Q'): end offset of each row's line in `lines`
+    errors: list[tuple[int, str, bytes]]  # (line, reason, record)
+
+
+def parse_line(raw: bytes, marker: Unparsed) -> Any:
     try:
         return loads(raw)
     except (JSONDecodeError, RecursionError, ValueError) as exc:
+        from .readers import bad_json_line  # here, not per row: an import statement costs ~1 us
+
         raise bad_json_line(raw, exc, marker.terminated) from None
 
 
@@ -60,11 +103,22 @@ class RowProcessor:
         self.assistant_first = spec.format == "text"
         self.min_chars, self.max_chars = c.min_chars, c.max_chars
         self.want_normal = c.dedupe == "near"
+        self.seed = spec.split.seed
+        # openai-messages rows that need nothing but cleaning take a fused path (no converter, no separate
+        # checks); anything unusual falls back to the general path, which then names the problem.
+        f = self.convert.fields
+        self.fast_keys = (f["messages"], f["role"], f["content"]) if (
+            spec.format == "openai-messages" and spec.system_prompt is None and self.redactor is None
+            and "." not in f["messages"]) else None
 
     def process(self, obj: Any, raw: bytes | None) -> ProcessedRow:
         """Raises RowError for a row to reject."""
         if type(obj) is Unparsed:
             obj = parse_line(raw, obj)
+        if self.fast_keys is not None:
+            done = self.process_fast(obj)
+            if done is not None:
+                return done
         messages = self.convert(obj)
         clean, clean_system = self.clean, self.clean_system
         chars = 0
@@ -86,6 +140,54 @@ class RowProcessor:
         return (row_hash(normal), chars, line, "".join([m["role"][0] for m in messages]),
                 last if last[:1] == "{" else None, normal if self.want_normal else None)
 
+    def process_fast(self, obj: Any) -> ProcessedRow | None:
+        """`process` for a well-formed openai-messages row, fused: the same result, or None to take the
+        general path (bad shape, roles out of order, an empty turn, a length filter: anything to reject)."""
+        if type(obj) is not dict:
+            return None
+        column, role_key, content_key = self.fast_keys
+        turns = obj.get(column)
+        if type(turns) is not list or not turns:
+            return None
+        clean, clean_system = self.clean, self.clean_system
+        messages, parts = [], []
+        chars, expected, simple = 0, "user", True
+        for i, item in enumerate(turns):
+            if type(item) is not dict:
+                return None
+            role, text = item.get(role_key), item.get(content_key)
+            if type(role) is not str or type(text) is not str:
+                return None
+            role = OPENAI_ROLES.get(role)
+            if role == "system" and not i:
+                text = clean_system(text)
+            elif role == expected:  # user/assistant alternating from user (check_turns)
+                expected = "assistant" if role == "user" else "user"
+                text = clean(text)
+            else:
+                return None
+            if not text or text.isspace():
+                return None
+            chars += len(text)
+            messages.append({"role": role, "content": text})
+            parts.append(role[0] + ":" + text)
+            # dedupe_text's split/join changes nothing in ASCII text whose only whitespace is single
+            # inner spaces (not last: the normal form is stripped), so lower() (= ASCII casefold) is all.
+            if simple and not (text.isascii() and text.isprintable() and "  " not in text and text[-1] != " "):
+                simple = False
+        if (self.require_assistant and messages[-1]["role"] != "assistant") or chars < self.min_chars or (
+                self.max_chars is not None and chars > self.max_chars):
+            return None
+        normal = "\x00".join(parts)
+        normal = normal.lower() if simple else dedupe_text(messages)
+        try:
+            line = dumps({"messages": messages}) + b"\n"
+        except (TypeError, ValueError, UnicodeEncodeError):  # lone surrogates: the general path says so
+            return None
+        last = messages[-1]["content"]
+        return (row_hash(normal), chars, line, "".join([m["role"][0] for m in messages]),
+                last if last[:1] == "{" else None, normal if self.want_normal else None)
+
     def process_batch(self, batch: list[tuple[Any, bytes | None]]) -> tuple[list[Any], Counter[str]]:
         """For worker processes: results in order, plus the redactions counted in this batch."""
         out: list[Any] = []
@@ -98,6 +200,54 @@ class RowProcessor:
         if self.redactor is not None:
             counts, self.redactor.counts = self.redactor.counts, Counter()
         return out, counts
+
+    def process_chunk(self, blob: bytes, first_line: int, uri: str) -> ChunkResult:
+        """Every line of a line-aligned JSONL blob (see readers.iter_jsonl_blobs): the same per-line rules
+        as readers.split_lines + _iter_jsonl (CRLF, blank lines, an unterminated last line), then
+        `process`, with results packed for the trip back to the main process."""
+        lines = blob.split(b"\n")
+        unterminated = -1
+        if lines[-1]:  # the blob (the file) ends without a newline
+            unterminated = len(lines) - 1
+        else:
+            lines.pop()
+        redactor = self.redactor
+        if redactor is not None:
+            before, redactor.counts = redactor.counts, Counter()
+        process = self.process
+        ok: list = []
+        nos: list[int] = []
+        errors: list = []
+        blank = 0
+        line_no = first_line - 1
+        for i, raw in enumerate(lines):
+            line_no += 1
+            if raw[-1:] == b"\r":  # CRLF files
+                raw = raw[:-1]
+            if not raw or raw.isspace():
+                blank += 1
+                continue
+            marker = UNTERMINATED if i == unterminated else UNPARSED
+            try:
+                ok.append(process(marker, raw))
+            except RowError as err:
+                errors.append((line_no, err.reason, reject_record(uri, line_no, err, marker, raw)))
+                continue
+            nos.append(line_no)
+        redactions = Counter()
+        if redactor is not None:
+            redactions, redactor.counts = redactor.counts, before
+        if not ok:
+            return ChunkResult(len(ok) + len(errors), blank, redactions, b"", b"", b"", [], [], {}, None, b"", b"",
+                               errors)
+        keys, chars, out, roles, answers, normals = zip(*ok)
+        seed, xxh3 = self.seed, xxhash.xxh3_64_intdigest  # the split position, as pipeline.emit computes it
+        u = array("d", [xxh3(k.to_bytes(8, "little"), seed=seed) * INV_2_64 for k in keys])
+        return ChunkResult(
+            len(ok) + len(errors), blank, redactions, array("Q", nos).tobytes(), array("Q", keys).tobytes(),
+            u.tobytes(), list(chars), list(roles), {i: a for i, a in enumerate(answers) if a is not None},
+            list(normals) if self.want_normal else None, b"".join(out),
+            array("Q", accumulate(map(len, out))).tobytes(), errors)
 
 
 # --- worker process side ---------------------------------------------------------------------------------
@@ -112,6 +262,11 @@ def init_worker(spec_json: str) -> None:
 def run_batch(batch: list[tuple[Any, bytes | None]]) -> tuple[list[Any], Counter[str]]:
     assert _worker is not None
     return _worker.process_batch(batch)
+
+
+def run_chunk(blob: bytes, first_line: int, uri: str) -> ChunkResult:
+    assert _worker is not None
+    return _worker.process_chunk(blob, first_line, uri)
 
 
 def pack_lines(batch: list[tuple[Any, bytes | None]]) -> tuple[bytes, int] | None:

@@ -5,6 +5,7 @@ objects (e.g. the triage dataset's category/severity)."""
 from __future__ import annotations
 
 from collections import Counter
+from itertools import compress
 from typing import Any
 
 from .jsonfast import JSONDecodeError, loads
@@ -29,6 +30,19 @@ class Distributions:
         self.role_sequences[roles] += 1
         if answer is not None and roles[-1] == "a":
             self._add_labels(answer)
+
+    def add_many(self, roles: list[str], chars: list[int], answers: dict[int, str],
+                 keep: list[bool] | None = None) -> None:
+        """`add` for a batch without token counts, for the rows where `keep` (None: all) is true; `answers`
+        is sparse, by row index, in order. Counter.update counts in C; labels go in row order (their caps
+        depend on it)."""
+        for i, answer in answers.items():
+            if (keep is None or keep[i]) and roles[i][-1] == "a":
+                self._add_labels(answer)
+        if keep is not None:
+            roles, chars = compress(roles, keep), compress(chars, keep)
+        self.chars.update(chars)
+        self.role_sequences.update(roles)
 
     def _add_labels(self, answer: str) -> None:
         try:
