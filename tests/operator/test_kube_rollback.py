@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import threading
 import time
-import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import yaml
 
 from tests.operator.conftest import REPO, get_json, wait
+from tests.operator.fake_prometheus import FakePrometheus
 
 pytestmark = pytest.mark.kube
 
@@ -51,39 +49,6 @@ spec:
     authorName: tuneops-operator
     authorEmail: tuneops@example.com
 """
-
-
-class FakePrometheus(ThreadingHTTPServer):
-    """/api/v1/query answering from `values[version][metric]` (absent: an empty vector, i.e. no data)."""
-
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.values: dict[str, dict[str, float]] = {}
-        self.queries: list[str] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class _Handler(BaseHTTPRequestHandler):
-    def do_POST(self):  # noqa: N802 - http.server API
-        length = int(self.headers.get("Content-Length") or 0)
-        query = urllib.parse.parse_qs(self.rfile.read(length).decode())["query"][0]
-        self.server.queries.append(query)
-        version = re.search(r'version="([^"]+)"', query).group(1)
-        metric = "error_rate" if "tuneops_http_requests_total" in query else "p95_latency_ms"
-        value = self.server.values.get(version, {}).get(metric)
-        result = [] if value is None else [{"metric": {}, "value": [time.time(), str(value)]}]
-        body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
 
 
 def _git(cwd, *args) -> str:
@@ -148,7 +113,11 @@ def test_failed_post_promotion_checks_roll_back_and_write_back_to_git(crds, tmp_
         _git(work, "commit", "--quiet", "-am", "promote bot-v2")
         _git(work, "push", "--quiet", "origin", "HEAD:main")
         promoted_commit = _git(bare, "rev-parse", "main").strip()
+        synced = time.monotonic()
         _sync(kube, ns, _git(bare, "show", "main:apps/bot.yaml"))
+        wait("traffic back on blue", lambda: _status(kube, ns).get("rollback") and _active_selector(kube, ns) == "blue",
+             timeout=120, interval=0.1)
+        back = time.monotonic() - synced
 
         st = wait("rolled back and written back", lambda: (s := _status(kube, ns)).get("rollback", {})
                   .get("writeBack") == "Committed" and s, timeout=120)
@@ -157,6 +126,9 @@ def test_failed_post_promotion_checks_roll_back_and_write_back_to_git(crds, tmp_
         rb = st["rollback"]
         assert (rb["from"], rb["to"], rb["holding"]) == ("bot-v2", "bot-v1", True)
         assert rb["reason"] == "error rate 0.3 > maxErrorRate 0.05"
+        print(f"\nrollback timings: Git sync -> traffic back on bot-v1 {back:.1f}s, -> write-back committed "
+              f"{time.monotonic() - synced:.1f}s (switch to bot-v2 at {st['postPromotion']['since']}, "
+              f"rollback decided at {rb['time']}, intervalSeconds 1)")
         assert st["postPromotion"]["version"] == "bot-v2" and st["postPromotion"]["state"] == "Failed"
         assert get_json(kube, "mdep", "bot", namespace=ns)["spec"]["activeVersion"] == "bot-v2"  # Git not synced yet
 

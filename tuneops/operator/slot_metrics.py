@@ -48,8 +48,8 @@ def wanted_window(md: dict[str, Any], slot: str, now: datetime) -> int | None:
     spec, status = md.get("spec") or {}, md.get("status") or {}
     promotion = spec.get("promotion") or {}
     watch = status.get("postPromotion") or {}
-    if slot == status.get("activeSlot") and watch.get("state") == "Watching":
-        window = int((promotion.get("postPromotion") or {}).get("windowSeconds") or DEFAULT_WINDOW)
+    if slot == status.get("activeSlot") and watch.get("state") == "Watching" and promotion.get("postPromotion"):
+        window = int(promotion["postPromotion"].get("windowSeconds") or DEFAULT_WINDOW)
         since = parse_time(watch.get("since"))
         elapsed = int((now - since).total_seconds()) if since else window
         return max(MIN_WINDOW, min(window, elapsed))
