@@ -214,3 +214,12 @@ def test_push_over_git_daemon_on_loopback(origin, tmp_path):
         daemon.wait(10)
     assert result.state == "Committed"
     assert 'activeVersion: "bot-v1"' in _show(origin)
+
+
+def test_https_failure_never_shows_the_token(tmp_path):
+    """An unreachable https remote: the error names the failure, not the credentials."""
+    request = _request("https://127.0.0.1:9/acme/deploy.git")
+    with pytest.raises(WriteBackError) as info:
+        push_revert(request, credentials={"username": "bot", "token": "s3cr3t-t0ken"}, workdir=tmp_path)
+    assert "git clone failed" in str(info.value) and "s3cr3t" not in str(info.value)
+    assert not list(tmp_path.glob("tuneops-git-*"))  # askpass script and clone removed
