@@ -95,7 +95,10 @@ def memory_check(spec, selected: MemoryEstimate, device: str, suggestion: GpuSug
     batch_hint = (f"; or training.batchSize {smaller[0]} with gradientAccumulationSteps "
                   f"{spec.training.gradient_accumulation_steps * smaller[1]} (same effective batch)") if smaller else ""
     hint = (f"; fits: {suggestion.count} x {suggestion.gpu} with {suggestion.strategy} "
-            f"({suggestion.per_gpu_gib:.1f} GiB per GPU)") if suggestion else ""
+            f"({suggestion.per_gpu_gib:.1f} GiB per GPU)") if suggestion else (
+        f"; no GPU in the table fits: activations + logits alone are "
+        f"{selected.activations_gib + selected.logits_gib:.1f} GiB per process (sharding does not split them; "
+        "use training.gradientCheckpointing, a smaller batchSize or maxSeqLength)")
     res = spec.resources
     if device == "cuda":
         if res.gpu.count == 0:
