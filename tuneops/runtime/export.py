@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneops.api.model_source import BaseModelSpec
+from tuneops.atomic import write_text_atomic
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 DTYPES = ("bfloat16", "float16", "float32")
@@ -31,17 +32,7 @@ class PickleFormatError(ValueError):
 # Small file helpers shared by evaluate/registry/report.
 
 def atomic_write_text(path: Path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(path, text)
 
 
 def atomic_write_json(path: Path, data: Any) -> Path:
