@@ -35,6 +35,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--drift-reference", metavar="FILE",
                    help="drift reference: a profile (.json) or training prompts (.jsonl); default: "
                         "drift_profile.json in the version directory, if any")
+    p.add_argument("--no-drift-embeddings", dest="drift_embeddings", action="store_false",
+                   help="do not embed prompts for sentence-embedding drift (token/length drift stays on)")
+    p.add_argument("--drift-embedding-centroid-threshold", type=float, default=0.1, metavar="D",
+                   help="drift when the live prompts' embedding centroid is farther than D (cosine distance) "
+                        "from the training prompts' centroid (default 0.1)")
+    p.add_argument("--drift-embedding-outlier-threshold", type=float, default=0.25, metavar="F",
+                   help="drift when more than F of the live prompts lie beyond the training prompts' p95 "
+                        "distance to their centroid (default 0.25; about 0.05 without drift)")
     p.add_argument("--adapter", action="append", default=[], metavar="NAME=NAME@VERSION|PATH",
                    help="also load this version's LoRA adapter onto the same base model, selected per request "
                         "by adapter_id / the OpenAI `model` field (repeatable; adapters stay unmerged)")
@@ -104,6 +112,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_concurrent_requests=args.max_concurrent_requests, max_batch_size=args.max_batch_size,
         request_timeout_s=args.request_timeout, drain_timeout_s=args.drain_timeout, api_token=_token(args),
         cors_origins=args.cors_origin, drift_reference=Path(args.drift_reference) if args.drift_reference else None,
+        drift_embeddings=args.drift_embeddings,
+        embedding_centroid_threshold=args.drift_embedding_centroid_threshold,
+        embedding_outlier_threshold=args.drift_embedding_outlier_threshold,
         adapters_file=Path(args.adapters_file) if args.adapters_file else None)
     serve_forever(config, loader, host=args.host, port=args.port)
     return 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 from datetime import datetime, timezone
@@ -31,6 +32,8 @@ from tuneops.api.modelversion import (
 from tuneops.runtime import paths
 from tuneops.runtime.export import atomic_dir, atomic_write_text, directory_digest, refuse_pickles
 from tuneops.runtime.gate import phase_for_verdict, summarize
+
+log = logging.getLogger("tuneops.registry")
 
 MODELVERSION_FILE = "modelversion.yaml"
 ARTIFACT_PATH = "model"  # inside the MLflow run: model/adapter, model/merged
@@ -279,11 +282,28 @@ def register_version(job: FineTuneJob, *, run_dir: Path, evaluation: EvaluationR
             merged=ArtifactRef(uri=str(target / "merged"), sha256=merged_sha, dtype=job.spec.output.merged_dtype)
             if has_merged else None)
         atomic_write_text(tmp / MODELVERSION_FILE, to_yaml(resource))
+        write_drift_profile(layout, tmp)
     try:
         client.log_text(mlflow_run_id, to_yaml(resource), f"{ARTIFACT_PATH}-{MODELVERSION_FILE}")
     except Exception:  # noqa: BLE001 - a copy for convenience; the registry entry above is what counts
         pass
     return resource
+
+
+def write_drift_profile(layout: paths.RunLayout, version_dir: Path) -> Path | None:
+    """drift_profile.json (token + sentence-embedding profile of the training prompts) beside the version, where
+    `tuneops serve` finds it. Best effort: a version without one is still servable, without drift detection."""
+    train = layout.data / "train.jsonl"
+    if not train.is_file():
+        return None
+    from tuneops.runtime.serve.drift import PROFILE_FILE, write_training_profile
+
+    try:
+        write_training_profile(train, layout.adapter, version_dir / PROFILE_FILE)
+    except (OSError, ValueError) as exc:
+        log.warning("no drift profile for %s: %s", version_dir.name, exc)
+        return None
+    return version_dir / PROFILE_FILE
 
 
 # ---------------------------------------------------------------------------------------------------------

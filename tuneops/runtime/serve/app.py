@@ -330,6 +330,7 @@ def _openai_routes(app: FastAPI, state: ServerState) -> None:
                                  adapter=req.model, adapter_field="model")
         # Drift compares what users write with the training prompts (system + user texts, no template).
         prepared.drift_text = "\n".join(m.text() for m in req.messages if m.role in ("system", "user"))
+        prepared.embed_text = "\n".join(m.text() for m in req.messages if m.role == "user")  # topic: user turns
         created, model = int(time.time()), model_name(req.model)
         base = {"id": "", "created": created, "model": model, "system_fingerprint": state.config.fingerprint}
         if not req.stream:

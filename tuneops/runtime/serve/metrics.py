@@ -101,6 +101,17 @@ class ServeMetrics:
                               registry=r)
         self.drift_detected = Gauge("tuneops_drift_detected", "1 when a drift statistic crosses its threshold",
                                     registry=r)
+        self.drift_embedding_centroid = Gauge(
+            "tuneops_drift_embedding_centroid_distance",
+            "Cosine distance between the live and reference sentence-embedding centroids", registry=r)
+        self.drift_embedding_outliers = Gauge(
+            "tuneops_drift_embedding_outlier_fraction",
+            "Share of live prompts farther from the reference centroid than the reference p95", registry=r)
+        self.drift_embedding_enabled = Gauge("tuneops_drift_embedding_enabled",
+                                             "1 when sentence-embedding drift is measured", registry=r)
+        self.drift_embedding_dropped = Counter(
+            "tuneops_drift_embedding_dropped", "Prompts not embedded because the embedding queue was full",
+            registry=r)
 
     # called from the engine's worker thread
     def observe_forward(self, method: str, seconds: float, batch_size: int) -> None:

@@ -15,7 +15,7 @@ from tuneops import __version__
 
 from . import errors, tracing
 from .batcher import Batcher
-from .drift import PROFILE_FILE, DriftMonitor, DriftProfile, build_profile, prompts_from_jsonl
+from .drift import PROFILE_FILE, DriftMonitor, DriftProfile, EmbeddingDrift, profile_prompts
 from .engine import Engine, ErrorEvent, SamplingParams, Sequence, TokenEvent
 from .adapters import BASE, AdapterInfo, AdapterSet
 from .loader import LoadedModel
@@ -43,6 +43,10 @@ class ServeConfig:
     drift_window: int = 200
     drift_min_samples: int = 30
     psi_threshold: float = 0.25
+    drift_embeddings: bool = True          # sentence-embedding drift (needs the profile's embeddings + the model)
+    embedding_centroid_threshold: float = 0.1
+    embedding_outlier_threshold: float = 0.25
+    embedding_queue_size: int = 256        # prompts waiting to be embedded; more are dropped and counted
     log_prompts: bool = False              # privacy: prompts are not logged unless asked
     adapters_file: Path | None = None      # adapters.json ({"default": NAME}) polled for the default adapter
     version: str = __version__
@@ -60,6 +64,7 @@ class Prepared:
     sampling: SamplingParams
     params: GenerateParameters
     drift_text: str | None = None  # what drift is measured on when it is not the raw input (chat: the messages)
+    embed_text: str | None = None  # what embedding drift embeds when it is not the raw input (chat: user turns)
     tokenize_s: float = 0.0
     adapter: AdapterInfo | None = None  # resolved at admission: a later default switch does not move it
 
@@ -102,11 +107,7 @@ class ServerState:
             self.batcher = Batcher(self.engine, max_concurrent_requests=self.config.max_concurrent_requests,
                                    metrics=self.metrics)
             self.batcher.start()
-            profile = self._drift_profile()
-            if profile is not None:
-                self.drift = DriftMonitor(profile, window=self.config.drift_window,
-                                          min_samples=self.config.drift_min_samples,
-                                          psi_threshold=self.config.psi_threshold)
+            self.drift = self._drift_monitor()
             self.ready = True
             self.metrics.ready.set(1)
             log.info("model ready", extra={"model_id": self.loaded.model_id,
@@ -117,7 +118,38 @@ class ServerState:
         finally:
             self.started.set()
 
-    def _drift_profile(self) -> DriftProfile | None:
+    def _drift_monitor(self) -> DriftMonitor | None:
+        """Token drift whenever there is a reference; embedding drift too when the reference has embeddings
+        and the embedding model is installed (else the report says why it is off)."""
+        cfg = self.config
+        embedder, why_not = None, None
+        if cfg.drift_embeddings:
+            from .embeddings import EmbeddingUnavailable, load_embedder
+
+            try:
+                embedder = load_embedder()
+            except EmbeddingUnavailable as exc:
+                why_not = str(exc)
+        else:
+            why_not = "disabled by configuration (--no-drift-embeddings)"
+        profile = self._drift_profile(embedder)
+        if profile is None:
+            return None
+        embedding = None
+        if embedder is not None and profile.embedding is None:
+            why_not = "the drift reference has no embeddings (written without the embedding model); rebuild it"
+        elif embedder is not None and profile.embedding.model != embedder.name:
+            why_not = f"the drift reference embeds with {profile.embedding.model}, this server with {embedder.name}"
+        elif embedder is not None:
+            embedding = EmbeddingDrift(
+                profile.embedding, embedder.embed, window=cfg.drift_window, min_samples=cfg.drift_min_samples,
+                centroid_threshold=cfg.embedding_centroid_threshold, outlier_threshold=cfg.embedding_outlier_threshold,
+                queue_size=cfg.embedding_queue_size, on_drop=self.metrics.drift_embedding_dropped.inc,
+                thread_init=embedder.thread_init)
+        return DriftMonitor(profile, window=cfg.drift_window, min_samples=cfg.drift_min_samples,
+                            psi_threshold=cfg.psi_threshold, embedding=embedding, embedding_disabled=why_not)
+
+    def _drift_profile(self, embedder=None) -> DriftProfile | None:
         """--drift-reference (profile .json or prompts .jsonl), else drift_profile.json beside the model."""
         reference = self.config.drift_reference
         if reference is None and self.loaded is not None:
@@ -126,7 +158,7 @@ class ServerState:
         if reference is None:
             return None
         if Path(reference).suffix == ".jsonl":
-            return build_profile(self.tokenize(p) for p in prompts_from_jsonl(Path(reference)))
+            return profile_prompts(Path(reference), self.tokenize, embedder=embedder)
         return DriftProfile.load(Path(reference))
 
     def _warm_up(self) -> None:
@@ -160,6 +192,8 @@ class ServerState:
         self.draining = True
         self.ready = False
         self.metrics.ready.set(0)
+        if self.drift:
+            self.drift.close()
         if self.batcher:
             drained = self.batcher.stop(self.config.drain_timeout_s)
             log.info("shutdown", extra={"drained": drained})
@@ -241,8 +275,11 @@ class ServerState:
         self.metrics.max_new_tokens.observe(prepared.sampling.max_new_tokens)
         self.metrics.tokens_in.inc(len(prepared.input_ids))
         if self.drift:
+            text = prepared.embed_text
+            if text is None and self.drift.embedding is not None:  # raw-input routes: the prompt as tokenised
+                text = self.tokenizer.decode(prepared.input_ids, skip_special_tokens=True)
             self.drift.observe(self.tokenize(prepared.drift_text) if prepared.drift_text is not None
-                               else prepared.input_ids)
+                               else prepared.input_ids, text=text)
         return seq, events
 
     async def stream(self, seq: Sequence, events: asyncio.Queue) -> AsyncIterator[TokenEvent | None]:
@@ -311,11 +348,18 @@ class ServerState:
 
     def drift_report(self) -> dict:
         if not self.drift:
-            return {"enabled": False}
+            self.metrics.drift_embedding_enabled.set(0)
+            return {"enabled": False, "reason": "no drift reference: no drift_profile.json beside the model and "
+                                                "no --drift-reference", "embedding": {"enabled": False}}
         report = {"enabled": True, **self.drift.report()}
         for feature, value in report["psi"].items():
             self.metrics.drift_psi.labels(feature).set(value)
         if report["ks"]:
             self.metrics.drift_ks.set(report["ks"]["statistic"])
+        embedding = report["embedding"]
+        self.metrics.drift_embedding_enabled.set(1 if embedding["enabled"] else 0)
+        if embedding.get("centroid_distance") is not None:
+            self.metrics.drift_embedding_centroid.set(embedding["centroid_distance"])
+            self.metrics.drift_embedding_outliers.set(embedding["outlier_fraction"])
         self.metrics.drift_detected.set(1 if report["drift"] else 0)
         return report
