@@ -111,6 +111,15 @@ tests:
         values: '1x120'
       - series: 'tuneops_finetunejob_progress_step{{namespace="ml",name="busy"}}'
         values: '0+1x120'
+      # Embedding drift: bot's prompts moved to another topic, calm's are like the training prompts.
+      - series: 'tuneops_drift_embedding_outlier_fraction{{namespace="ml",modeldeployment="bot"}}'
+        values: '0.6x30'
+      - series: 'tuneops_drift_embedding_centroid_distance{{namespace="ml",modeldeployment="bot"}}'
+        values: '0.3x30'
+      - series: 'tuneops_drift_embedding_outlier_fraction{{namespace="ml",modeldeployment="calm"}}'
+        values: '0.05x30'
+      - series: 'tuneops_drift_embedding_centroid_distance{{namespace="ml",modeldeployment="calm"}}'
+        values: '0.01x30'
     alert_rule_test:
       - eval_time: 20m
         alertname: TuneopsServingErrorRateHigh
@@ -132,6 +141,16 @@ tests:
             exp_annotations:
               summary: Promotion of ModelDeployment ml/bot aborted
               description: Traffic stayed on the previous version; status.message has the failed gate.
+      - eval_time: 10m
+        alertname: TuneopsEmbeddingDrift
+        exp_alerts: []
+      - eval_time: 20m
+        alertname: TuneopsEmbeddingDrift
+        exp_alerts:
+          - exp_labels: {{severity: warning, namespace: ml, modeldeployment: bot}}
+            exp_annotations:
+              summary: Prompt topics drifted on ml/bot (embedding statistic 0.60)
+              description: GET /drift on a serving pod shows the embedding statistics and their reasons; see docs/monitoring-drift.md.
       - eval_time: 30m
         alertname: TuneopsTrainingJobStuck
         exp_alerts: []
@@ -147,7 +166,8 @@ tests:
 
 def test_alerts_fire_when_they_should(rule_file, tmp_path):
     """promtool unit tests: the error-rate alert fires for 10% errors and not for 1%; failed, aborted and
-    stuck jobs alert; a job is not 'stuck' before jobStuckMinutes, nor while its step counter moves."""
+    stuck jobs alert; a job is not 'stuck' before jobStuckMinutes, nor while its step counter moves; embedding
+    drift alerts after 15 min for the drifted deployment only."""
     tests = tmp_path / "alerts_test.yaml"
     tests.write_text(textwrap.dedent(ALERT_TESTS).format(rules=json.dumps(str(rule_file))))
     r = subprocess.run([_promtool(), "test", "rules", str(tests)], capture_output=True, text=True, timeout=60)
