@@ -3,7 +3,8 @@
     python -m tuneops.runtime.train --spec job.yaml --output DIR
 
 Speed choices on the default path (see bench/train_bench.py): padding-free batches (no FLOPs on padding),
-completion-only loss, sdpa attention, fp32 on CPU (bf16 matmuls are emulated and slow on most CPUs), and
+completion-only loss with the LM head run only where a label is (sft_speed), sdpa attention, fp32 on CPU
+(bf16 matmuls are emulated and slow on most CPUs), torch threads = the cores the pod may use, and
 activation checkpointing only when the spec asks for it (it recomputes the forward pass).
 """
 
@@ -14,7 +15,6 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +27,7 @@ from .atomic import write_json_atomic
 from .models import load_model, load_tokenizer, lora_target_modules
 from .paths import RunLayout
 from .progress import ProgressReporter, contract_metrics, write_result
+from .sft_speed import configure_cpu_threads, sft_trainer_class
 from .tracking import Tracker, plot_training_curve, resolve_tracking_uri
 from .training_data import load_split
 
@@ -100,7 +101,8 @@ def build_sft_config(job: FineTuneJob, output_dir: Path, *, max_steps: int | Non
         report_to="none",                      # MLflow is logged by tuneops (resumable run id)
         include_num_input_tokens_seen="non_padding",
         completion_only_loss=True,
-        dataloader_num_workers=0,
+        dataloader_num_workers=0,              # rows are pre-tokenised: workers would only add IPC
+        dataloader_pin_memory=on_gpu(),
         use_cpu=not on_gpu(),
         disable_tqdm=disable_tqdm if disable_tqdm is not None else not sys.stderr.isatty(),
         **precision_flags(t.precision),
@@ -228,14 +230,15 @@ def save_atomically(trainer, tokenizer, target: Path) -> Path:
 
 def train(job: FineTuneJob, *, run_dir: Path, data: Any, tracking: Tracker | str | None = "auto",
           home: Path | str | None = None, max_steps: int | None = None, progress: ProgressReporter | None = None,
-          disable_tqdm: bool | None = None) -> TrainResult:
+          disable_tqdm: bool | None = None, callbacks: list | None = None) -> TrainResult:
     """Fine-tune `job`'s base model on `data` (a PreparedDataset); resumes from the newest complete checkpoint.
 
     tracking: a Tracker, "auto" (spec.tracking / $MLFLOW_TRACKING_URI / the local store), or None (off).
+    callbacks: extra transformers TrainerCallbacks (e.g. the bench's step timer).
     """
     import torch
-    from trl import SFTTrainer
 
+    configure_cpu_threads()
     layout = RunLayout(Path(run_dir))
     layout.root.mkdir(parents=True, exist_ok=True)
     spec = job.spec
@@ -262,7 +265,7 @@ def train(job: FineTuneJob, *, run_dir: Path, data: Any, tracking: Tracker | str
 
     try:
         result = _fit(job, layout, data, tokenizer, train_set, eval_set, tracker, progress, remote, run_id,
-                      home=home, max_steps=max_steps, disable_tqdm=disable_tqdm)
+                      home=home, max_steps=max_steps, disable_tqdm=disable_tqdm, callbacks=callbacks)
     except BaseException:
         if tracker:
             tracker.finish(succeeded=False)
@@ -273,16 +276,14 @@ def train(job: FineTuneJob, *, run_dir: Path, data: Any, tracking: Tracker | str
 
 
 def _fit(job, layout, data, tokenizer, train_set, eval_set, tracker, progress, remote, run_id, *,
-         home, max_steps, disable_tqdm) -> TrainResult:
-    from trl import SFTTrainer
-
+         home, max_steps, disable_tqdm, callbacks=None) -> TrainResult:
     spec = job.spec
     model = build_model(job, home=home)
     config = build_sft_config(job, layout.checkpoints, max_steps=max_steps, has_eval=eval_set is not None,
                               disable_tqdm=disable_tqdm)
     callback = _trainer_callback_class()(layout, progress, tracker, remote, spec.training.save_total_limit)
-    trainer = SFTTrainer(model=model, args=config, train_dataset=train_set, eval_dataset=eval_set,
-                         processing_class=tokenizer, callbacks=[callback])
+    trainer = sft_trainer_class()(model=model, args=config, train_dataset=train_set, eval_dataset=eval_set,
+                                  processing_class=tokenizer, callbacks=[callback, *(callbacks or [])])
     resume = _resume_point(layout, remote)
     metrics: dict[str, float] = {}
     if eval_set is not None and resume is None:
