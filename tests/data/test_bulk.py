@@ -8,6 +8,8 @@ import copy
 import importlib.util
 import json
 import random
+import re
+from array import array
 from pathlib import Path
 
 import numpy as np
@@ -165,3 +167,50 @@ def test_fused_openai_path_matches_the_general_path(row, cleaning, require_assis
     assert fused.fast_keys is not None
     general.fast_keys = None
     assert outcome(fused, copy.deepcopy(row)) == outcome(general, copy.deepcopy(row))
+
+
+def test_leakage_check_finds_a_held_out_row_in_train(tmp_path):
+    import xxhash
+
+    train = pipeline._Output(tmp_path / "train.jsonl")
+    for i in range(5000):
+        train.write(b'{"messages": %d}\n' % i)
+    train.close()
+    outputs = {"train": train}
+    held = array("Q", [xxhash.xxh3_64_intdigest(b'{"messages": -1}\n')])
+    sets = {"validation": {xxhash.xxh3_64_intdigest(b'{"messages": -2}\n')}, "test": set()}
+    assert pipeline._check_leakage(outputs, sets, held) == {"identicalSamples": 0, "heldOutRows": 2}
+    held.append(xxhash.xxh3_64_intdigest(b'{"messages": 4321}\n'))
+    sets["test"].add(xxhash.xxh3_64_intdigest(b'{"messages": 7}\n'))
+    with pytest.raises(pipeline.DataError, match="2 train row"):
+        pipeline._check_leakage(outputs, sets, held)
+
+
+# The regex versions these rules had (the specification the faster str-method versions must match).
+_WS_RUN = re.compile(r"(?<=\S)[^\S\n]{2,}|[^\S\n ]")
+_TRAILING = re.compile(r"[^\S\n]+(?=\n)")
+_NEWLINES = re.compile("\r\n?|[\u2028\u2029\x85]")
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufeff\u200b\u2060\ud800-\udfff]")
+
+
+def collapse_reference(text: str) -> str:
+    text = _WS_RUN.sub(" ", text)
+    text = _TRAILING.sub("", text)
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+WHITESPACE = st.lists(st.sampled_from(["a", "b c", " ", "  ", "\t", "\n", "\n\n\n", "\r", "\r\n", "\x0b", "\x0c",
+                                       "\x1c", "\x85", "\u00a0", "\u2028", "\u3000", "é", "\x07"]),
+                      max_size=15).map("".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(WHITESPACE)
+def test_collapse_whitespace_matches_the_regex_rules(text):
+    assert collapse_whitespace(text) == collapse_reference(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(WHITESPACE)
+def test_strip_control_chars_matches_the_regex_rules(text):
+    assert strip_control_chars(text) == _CONTROL.sub("", _NEWLINES.sub("\n", text))
