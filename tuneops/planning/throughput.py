@@ -7,7 +7,7 @@
     tokens/s     = processes * peak_tflops * MFU / flops per token.
 
 MFU assumptions (typical for HF Trainer + sdpa on one node): 0.35 bf16 full/LoRA, 0.20 QLoRA (the NF4
-dequantisation per matmul costs), 0.6x of that across nodes. CPU: a stated fp32 rate (see CPU_TFLOPS).
+dequantisation per matmul costs), 0.6x of that across nodes. CPU: the measured effective rate CPU_TFLOPS.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from .memory import Setup, trainable_params
 
 MFU = {"full": 0.35, "lora": 0.35, "qlora": 0.20}
 MULTI_NODE_FACTOR = 0.6
-CPU_TFLOPS = 0.2    # effective fp32 rate of PyTorch training on a few server cores (order of magnitude)
+# Effective fp32 training rate on CPU, measured: SmolLM2-135M LoRA trains at ~150 tokens/s on 2 idle cores
+# (bench/RESULTS.md) at 5.8e8 FLOPs/token -> ~0.09 TFLOPS.
+CPU_TFLOPS = 0.09
 CPU_MFU = 1.0       # CPU_TFLOPS is already an effective rate
 
 
