@@ -9,6 +9,7 @@ import importlib.util
 import json
 import random
 import re
+import unicodedata
 from array import array
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from hypothesis import strategies as st
 
 from tuneops.api.dataset import CleaningSpec
 from tuneops.runtime.data import RowError, pipeline, prepare_dataset, readers
-from tuneops.runtime.data.cleaning import build_cleaner, collapse_whitespace, normalize_unicode, strip_control_chars
+from tuneops.runtime.data.cleaning import (build_cleaner, collapse_whitespace, dedupe_text, normalize_unicode,
+                                           strip_control_chars)
 from tuneops.runtime.data.dedupe import CompactHashSet
 from tuneops.runtime.data.rowproc import RowProcessor
 
@@ -194,6 +196,10 @@ _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufeff\u200b\u2060\ud
 
 
 def collapse_reference(text: str) -> str:
+    if not text or not ("  " in text or "\t" in text or " \n" in text or "\n\n\n" in text
+                        or text[0].isspace() or text[-1].isspace() or "\x0b" in text or "\x0c" in text
+                        or "\r" in text or (not text.isascii() and re.search(r"[^\S\n\r\t\x0b\x0c ]", text))):
+        return text  # the same guard (so ASCII \x1c-\x1f stay unless another hit triggers the rules)
     text = _WS_RUN.sub(" ", text)
     text = _TRAILING.sub("", text)
     return re.sub(r"\n{3,}", "\n\n", text).strip()
@@ -214,3 +220,11 @@ def test_collapse_whitespace_matches_the_regex_rules(text):
 @given(WHITESPACE)
 def test_strip_control_chars_matches_the_regex_rules(text):
     assert strip_control_chars(text) == _CONTROL.sub("", _NEWLINES.sub("\n", text))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["system", "user", "assistant"]), WHITESPACE | TRICKY), max_size=4))
+def test_normal_form_skips_split_join_only_when_it_changes_nothing(turns):
+    messages = [{"role": role, "content": content} for role, content in turns]
+    text = "\x00".join([m["role"][0] + ":" + m["content"] for m in messages])
+    assert dedupe_text(messages) == " ".join(unicodedata.normalize("NFKC", text).casefold().split())

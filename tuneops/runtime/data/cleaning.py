@@ -148,7 +148,16 @@ def memoized(clean: Callable[[str], str], max_len: int = 1024, max_entries: int 
 def dedupe_text(messages: list[dict[str, str]]) -> str:
     """Language-agnostic normal form for exact dedupe: NFKC, case-folded, whitespace runs to one space,
     roles kept (the same text as a question and as an answer is not a duplicate)."""
-    text = "\x00".join([m["role"][0] + ":" + m["content"] for m in messages])
+    return normal_form("\x00".join([m["role"][0] + ":" + m["content"] for m in messages]))
+
+
+def normal_form(text: str) -> str:
+    """`" ".join(casefold(NFKC(text)).split())`, skipping the split/join when it would change nothing:
+    every whitespace character but " " is unprintable, so printable text (the \x00 turn separators
+    aside) without double spaces or whitespace at either end is already joined."""
     if not text.isascii():
         text = unicodedata.normalize("NFKC", text)
-    return " ".join(text.casefold().split())
+    text = text.casefold()
+    if "  " in text or text[:1].isspace() or text[-1:].isspace() or not text.replace("\x00", "").isprintable():
+        return " ".join(text.split())
+    return text

@@ -10,8 +10,7 @@ try:
     JSONDecodeError = orjson.JSONDecodeError
     loads = orjson.loads
 
-    def dumps(obj: Any) -> bytes:
-        return orjson.dumps(obj)
+    dumps = orjson.dumps  # no wrapper: one Python call less per row
 
     def dumps_lenient(obj: Any) -> bytes:
         """For rejects: anything (bytes, dates, lone surrogates) becomes text rather than an error."""

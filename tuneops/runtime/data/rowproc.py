@@ -21,7 +21,7 @@ import xxhash
 from tuneops.api.dataset import DatasetSpec
 
 from .checks import check_chars, check_turns
-from .cleaning import build_cleaner, dedupe_text, memoized
+from .cleaning import build_cleaner, dedupe_text, memoized, normal_form
 from .dedupe import row_hash
 from .errors import RowError
 from .formats import OPENAI_ROLES, Converter
@@ -30,6 +30,7 @@ from .pii import Redactor
 
 ProcessedRow = tuple[int, int, bytes, str, "str | None", "str | None"]
 INV_2_64 = 1.0 / 2.0 ** 64
+xxh3_64 = xxhash.xxh3_64_intdigest  # row_hash, inlined in the fused path
 
 
 class Unparsed:
@@ -151,7 +152,7 @@ class RowProcessor:
             return None
         clean, clean_system = self.clean, self.clean_system
         messages, parts = [], []
-        chars, expected, simple = 0, "user", True
+        chars, expected = 0, "user"
         for i, item in enumerate(turns):
             if type(item) is not dict:
                 return None
@@ -171,22 +172,16 @@ class RowProcessor:
             chars += len(text)
             messages.append({"role": role, "content": text})
             parts.append(role[0] + ":" + text)
-            # dedupe_text's split/join changes nothing in ASCII text whose only whitespace is single
-            # inner spaces (not last: the normal form is stripped), so lower() (= ASCII casefold) is all.
-            if simple and not (text.isascii() and text.isprintable() and "  " not in text and text[-1] != " "):
-                simple = False
         if (self.require_assistant and messages[-1]["role"] != "assistant") or chars < self.min_chars or (
                 self.max_chars is not None and chars > self.max_chars):
             return None
-        normal = "\x00".join(parts)
-        normal = normal.lower() if simple else dedupe_text(messages)
+        normal = normal_form("\x00".join(parts))  # = dedupe_text(messages)
         try:
             line = dumps({"messages": messages}) + b"\n"
         except (TypeError, ValueError, UnicodeEncodeError):  # lone surrogates: the general path says so
             return None
-        last = messages[-1]["content"]
-        return (row_hash(normal), chars, line, "".join([m["role"][0] for m in messages]),
-                last if last[:1] == "{" else None, normal if self.want_normal else None)
+        return (xxh3_64(normal.encode("utf-8", "surrogatepass")), chars, line, "".join([p[0] for p in parts]),
+                text if text[:1] == "{" else None, normal if self.want_normal else None)
 
     def process_batch(self, batch: list[tuple[Any, bytes | None]]) -> tuple[list[Any], Counter[str]]:
         """For worker processes: results in order, plus the redactions counted in this batch."""
@@ -215,6 +210,7 @@ class RowProcessor:
         if redactor is not None:
             before, redactor.counts = redactor.counts, Counter()
         process = self.process
+        fast = self.process_fast if self.fast_keys is not None else None
         ok: list = []
         nos: list[int] = []
         errors: list = []
@@ -229,7 +225,13 @@ class RowProcessor:
                 continue
             marker = UNTERMINATED if i == unterminated else UNPARSED
             try:
-                ok.append(process(marker, raw))
+                done = None
+                if fast is not None:  # `process`, minus two calls per row; any trouble goes the long way
+                    try:
+                        done = fast(loads(raw))
+                    except (JSONDecodeError, RecursionError, ValueError):
+                        pass
+                ok.append(done if done is not None else process(marker, raw))
             except RowError as err:
                 errors.append((line_no, err.reason, reject_record(uri, line_no, err, marker, raw)))
                 continue
