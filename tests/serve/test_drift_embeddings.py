@@ -364,3 +364,12 @@ def test_server_reports_embedding_drift(tiny_loaded, split, profile, tmp_path):
         assert f"tuneops_drift_embedding_centroid_distance {emb['centroid_distance']}" in metrics
         assert f"tuneops_drift_embedding_outlier_fraction {emb['outlier_fraction']}" in metrics
         assert "tuneops_drift_embedding_dropped_total 0.0" in metrics
+
+
+@pytest.mark.parametrize("flag, value", [("--drift-embedding-outlier-threshold", "1.5"),
+                                         ("--drift-embedding-centroid-threshold", "0")])
+def test_bad_threshold_flags_are_named(flag, value, capsys):
+    from tuneops.cli import main
+
+    assert main(["serve", "--version", "nowhere", flag, value]) == 2
+    assert flag in capsys.readouterr().err

@@ -80,6 +80,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.max_input_tokens >= args.max_total_tokens:
         print("--max-input-tokens must be < --max-total-tokens", file=sys.stderr)
         return 2
+    for flag, value, top in (("--drift-embedding-outlier-threshold", args.drift_embedding_outlier_threshold, 1.0),
+                             ("--drift-embedding-centroid-threshold", args.drift_embedding_centroid_threshold, 2.0)):
+        if not 0 < value <= top:
+            print(f"{flag} must be in (0, {top:g}], got {value:g}", file=sys.stderr)
+            return 2
     from tuneops.runtime.serve.adapters import load_adapter_set, parse_adapter_args
 
     try:

@@ -300,8 +300,8 @@ def write_drift_profile(layout: paths.RunLayout, version_dir: Path) -> Path | No
 
     try:
         write_training_profile(train, layout.adapter, version_dir / PROFILE_FILE)
-    except (OSError, ValueError) as exc:
-        log.warning("no drift profile for %s: %s", version_dir.name, exc)
+    except Exception as exc:  # noqa: BLE001 - never fail a registration over a monitoring aid; say why
+        log.warning("no drift profile for %s: %s: %s", version_dir.name, type(exc).__name__, exc)
         return None
     return version_dir / PROFILE_FILE
 
