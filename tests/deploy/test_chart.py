@@ -104,6 +104,29 @@ def test_default_rbac_is_least_privilege():
         assert not {"escalate", "bind", "impersonate", "deletecollection"} & set(rule["verbs"]), rule
 
 
+def test_git_writeback_secrets_get_exactly_one_named_secret_each(tmp_path):
+    values = {"rbac": {"gitWriteBackSecrets": [{"namespace": "ml", "name": "ml-deploy-git"},
+                                               {"namespace": "team-b", "name": "gh-token"}]}}
+    objs = render(values=values, tmp=tmp_path)
+    roles = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in objs if o["kind"] == "Role"}
+    assert set(roles) == {("ml", "tuneops-git-writeback-ml-deploy-git"), ("team-b", "tuneops-git-writeback-gh-token")}
+    assert roles[("ml", "tuneops-git-writeback-ml-deploy-git")]["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["ml-deploy-git"], "verbs": ["get"]}]
+    bindings = [o for o in objs if o["kind"] == "RoleBinding"]
+    assert {b["roleRef"]["name"] for b in bindings} == {name for _, name in roles}
+    assert all(b["subjects"] == [{"kind": "ServiceAccount", "name": "tuneops-operator",
+                                  "namespace": "tuneops-system"}] for b in bindings)
+    # The cluster-wide role stays without Secrets.
+    (cluster_role,) = [o for o in objs if o["kind"] == "ClusterRole"]
+    assert all("secrets" not in r["resources"] for r in cluster_role["rules"])
+
+
+def test_git_writeback_secret_entries_are_validated(tmp_path):
+    proc = helm("template", "t", CHART, "--set", "rbac.gitWriteBackSecrets[0].namespace=ml",
+                "--set", "rbac.gitWriteBackSecrets[0].name=Bad_Name", check=False)
+    assert proc.returncode != 0 and "gitWriteBackSecrets" in proc.stderr
+
+
 def test_full_values_render_everything(tmp_path):
     objs = render(values=FULL, release="prod", namespace="tuneops", tmp=tmp_path)
     assert {"PersistentVolumeClaim"}.isdisjoint(kinds(objs))  # persistence off
