@@ -9,6 +9,7 @@ trainer_state) is what makes a checkpoint trustworthy. Remote copies upload ever
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -71,12 +72,13 @@ class RemoteCheckpoints:
     """A mirror of checkpoint-<step>/ folders under `<uri>/<job>/` on any fsspec filesystem (s3://, gs://,
     file://...). Credentials come from the environment (the mounted Secret), never from the URI."""
 
-    def __init__(self, uri: str, job_name: str):
+    def __init__(self, uri: str, job_name: str | None):
+        """job_name None: `uri` is already the job's own prefix (TUNEOPS_CHECKPOINT_URI)."""
         import fsspec
 
-        self.fs, root = fsspec.core.url_to_fs(uri.rstrip("/"))
-        self.root = f"{root.rstrip('/')}/{job_name}"
-        self.uri = f"{uri.rstrip('/')}/{job_name}"
+        self.uri = f"{uri.rstrip('/')}/{job_name}" if job_name else uri.rstrip("/")
+        self.fs, root = fsspec.core.url_to_fs(self.uri)
+        self.root = root.rstrip("/")
 
     def _remote_checkpoints(self) -> list[str]:
         if not self.fs.exists(self.root):
@@ -123,3 +125,14 @@ class RemoteCheckpoints:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return target
+
+
+CHECKPOINT_URI_ENV = "TUNEOPS_CHECKPOINT_URI"
+
+
+def remote_checkpoints(spec_uri: str | None, job_name: str) -> RemoteCheckpoints | None:
+    """In a pod the operator is the authority: $TUNEOPS_CHECKPOINT_URI (`<checkpoints>/<ns>/<job>/`) is the
+    job's prefix as is. Embedded runs (no env) mirror to `<spec.storage.checkpoints>/<job>/`."""
+    if env := os.environ.get(CHECKPOINT_URI_ENV):
+        return RemoteCheckpoints(env, None)
+    return RemoteCheckpoints(spec_uri, job_name) if spec_uri else None

@@ -85,18 +85,11 @@ def run_pipeline(spec_file: Path, *, home: Path | str | None = None, max_steps: 
             raise PipelineStopped("method full: evaluate/export/register take an adapter; the full model is in "
                                   f"{trained.model_dir}")
 
-        evaluation = printer.run(4, "evaluate", lambda: _evaluate(job, layout, data, trained.adapter_dir, home))
+        evaluation = printer.run(4, "evaluate", lambda: evaluate_run(job, layout, data, trained.adapter_dir, home))
         result.steps_done.append("evaluate")
         result.summary["evaluation"] = evaluation.model_dump(mode="json", by_alias=True, exclude_none=True)
 
-        def export() -> Path | None:
-            if not spec.output.merge_adapter:
-                return None
-            merge_adapter = _needs("tuneops.runtime.export", "export").merge_adapter
-            return merge_adapter(spec.base_model, trained.adapter_dir, layout.merged, spec.output.merged_dtype,
-                                 home=home)
-
-        merged = printer.run(5, "export", export)
+        merged = printer.run(5, "export", lambda: export_merged(job, layout, trained.adapter_dir, home))
         result.steps_done.append("export")
         result.summary["mergedUri"] = str(merged) if merged else None
 
@@ -134,11 +127,21 @@ def _prepare(job, layout: RunLayout, spec_file: Path, home: Path):
                                  tokenizer=tokenizer, max_seq_length=job.spec.training.max_seq_length)
 
 
-def _evaluate(job, layout: RunLayout, data, adapter_dir: Path, home: Path):
+def evaluate_run(job, layout: RunLayout, data, adapter_dir: Path, home: Path | None):
+    """Base vs tuned on the test split (else validation), gate applied; shared with the pod entry point."""
     evaluate_module = _needs("tuneops.runtime.evaluate", "evaluate")
     split = Path(data.test_path) if Path(data.test_path).is_file() and Path(data.test_path).stat().st_size else \
         Path(data.validation_path)
     rows = evaluate_module.load_rows(split)
-    if not rows:
+    if not rows and job.spec.evaluation.enabled:
         raise PipelineStopped(f"step 'evaluate': {split} is empty; set dataset.split.validation or test > 0")
     return evaluate_module.evaluate(job, adapter_dir=adapter_dir, rows=rows, out_dir=layout.eval, home=home)
+
+
+def export_merged(job, layout: RunLayout, adapter_dir: Path, home: Path | None) -> Path | None:
+    """The merged model in layout.merged when spec.output.mergeAdapter, else None (shared with the pod)."""
+    spec = job.spec
+    if not spec.output.merge_adapter:
+        return None
+    merge_adapter = _needs("tuneops.runtime.export", "export").merge_adapter
+    return merge_adapter(spec.base_model, adapter_dir, layout.merged, spec.output.merged_dtype, home=home)

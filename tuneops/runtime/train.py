@@ -248,8 +248,7 @@ def train(job: FineTuneJob, *, run_dir: Path, data: Any, tracking: Tracker | str
         tracking = Tracker(resolve_tracking_uri(job, home), spec.tracking.experiment, home=home) if rank0 else None
     tracker = tracking if isinstance(tracking, Tracker) else None
     progress = progress or (ProgressReporter(layout.root) if rank0 else None)
-    remote = (ckpt.RemoteCheckpoints(spec.storage.checkpoints, job.metadata.name)
-              if spec.storage.checkpoints else None)
+    remote = ckpt.remote_checkpoints(spec.storage.checkpoints, job.metadata.name)
 
     tokenizer = load_tokenizer(spec.base_model, home=home)
     train_set = load_split(data.train_path)
@@ -338,6 +337,45 @@ def load_job(path: Path) -> FineTuneJob:
         raise ValueError("\n".join(f"{docs[0].source}: {e}" for e in exc.errors)) from exc
 
 
+def output_uri(job: FineTuneJob) -> str | None:
+    """Where the pod publishes adapter/ and merged/: the operator's TUNEOPS_OUTPUT_URI
+    (`<storage.output>/<ns>/<job>/`), else `<storage.output>/<job>/` for runs outside a cluster."""
+    uri = os.environ.get("TUNEOPS_OUTPUT_URI") or (
+        f"{job.spec.storage.output.rstrip('/')}/{job.metadata.name}" if job.spec.storage.output else None)
+    return uri.rstrip("/") if uri else None
+
+
+def finish_outputs(job: FineTuneJob, layout: RunLayout, data: Any, outcome: TrainResult, *,
+                   home: Path | None, progress: ProgressReporter | None) -> dict[str, Any]:
+    """What the embedded pipeline does after training, for the pod: evaluate (gate applied), merge when
+    spec.output.mergeAdapter, publish to the output URI when it is an fsspec URI. Returns the result.json
+    fields: adapterUri/mergedUri (remote URIs once published, else local paths) and `evaluation`."""
+    from .pipeline import evaluate_run, export_merged
+    from .remote_artifacts import is_remote, publish
+
+    fields: dict[str, Any] = {}
+    adapter, merged = outcome.adapter_dir, None if outcome.adapter_dir else outcome.model_dir
+    if adapter is not None:
+        if progress:
+            progress.update(phase="Evaluating", force=True)
+        evaluation = evaluate_run(job, layout, data, adapter, home)
+        fields["evaluation"] = evaluation.model_dump(mode="json", by_alias=True, exclude_none=True)
+        merged = export_merged(job, layout, adapter, home)
+    uri = output_uri(job)
+    if uri and is_remote(uri):
+        items = {"adapter": adapter, "merged": merged, "job.yaml": layout.root / "job.yaml"}
+        write_json_atomic(layout.root / "job.yaml", {"apiVersion": "tuneops.io/v1alpha1", "kind": "FineTuneJob",
+                                                    "metadata": {"name": job.metadata.name},
+                                                    "spec": job.spec.to_wire()})  # base model for serving
+        publish(uri, {k: v for k, v in items.items() if v is not None})
+        fields["adapterUri"] = f"{uri}/adapter" if adapter else None
+        fields["mergedUri"] = f"{uri}/merged" if merged else None
+    else:
+        fields["adapterUri"] = str(adapter) if adapter else None
+        fields["mergedUri"] = str(merged) if merged else None
+    return fields
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tuneops.runtime.train", description=__doc__.split("\n")[0])
     parser.add_argument("--spec", required=True, type=Path, help="FineTuneJob YAML")
@@ -362,11 +400,11 @@ def main(argv: list[str] | None = None) -> int:
         outcome = train(job, run_dir=layout.root, data=data, tracking=None if args.no_tracking else "auto",
                         home=args.home, max_steps=args.max_steps, progress=progress)
         result = {"phase": "Succeeded", "reason": "TrainingComplete", "message": f"{outcome.steps} steps",
-                  "metrics": outcome.metrics, "adapterUri": str(outcome.adapter_dir) if outcome.adapter_dir else None,
-                  "mergedUri": None if outcome.adapter_dir else str(outcome.model_dir),
-                  "datasetHash": data.version, "mlflowRunId": outcome.mlflow_run_id,
+                  "metrics": outcome.metrics, "datasetHash": data.version, "mlflowRunId": outcome.mlflow_run_id,
                   "steps": outcome.steps, "totalSteps": outcome.total_steps, "resumedFrom": outcome.resumed_from,
                   "stepsThisAttempt": outcome.steps_this_attempt}
+        if rank0:  # evaluation, export and upload touch files only, no collectives: rank 0 alone
+            result.update(finish_outputs(job, layout, data, outcome, home=args.home, progress=progress))
         return 0
     except Exception as exc:
         log.exception("training failed")

@@ -3,7 +3,9 @@
 `--version` is `NAME@VERSION`, `NAME@latest` (both in `TUNEOPS_HOME/registry/<name>/<version>/`) or a PATH:
 - a directory with `config.json` (a merged or plain transformers model);
 - a registry version directory: `modelversion.yaml` + `merged/` (preferred) or `adapter/`, where the adapter
-  is applied to the base model the ModelVersion names and merged into it for faster inference."""
+  is applied to the base model the ModelVersion names and merged into it for faster inference;
+- an fsspec URI (s3://...) of what a training pod published (`job.yaml` names the base model), fetched once
+  into the content-addressed cache `TUNEOPS_HOME/cache/artifacts/` (tuneops.runtime.remote_artifacts)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Any
 log = logging.getLogger("tuneops.serve")
 
 MODELVERSION_FILE = "modelversion.yaml"
+PUBLISHED_JOB_FILE = "job.yaml"  # written by the training pod next to adapter/ (tuneops.runtime.train)
 
 
 class VersionNotFound(ValueError):
@@ -33,6 +36,18 @@ class LoadedModel:
 
 def resolve_version(ref: str, *, home: Path | str | None = None) -> Path:
     """The directory `ref` names (see module doc)."""
+    from tuneops.runtime.remote_artifacts import ArtifactNotReady, fetch, is_remote
+
+    if is_remote(ref):
+        # What a training pod published (<output>/<ns>/<job>/ with adapter/, merged/, job.yaml, COMPLETE);
+        # an adapter/ or merged/ URI means its folder, like the local registry layout.
+        root = ref.rstrip("/")
+        if root.rsplit("/", 1)[-1] in ("adapter", "merged"):
+            root = root.rsplit("/", 1)[0]
+        try:
+            return fetch(root, home=home)
+        except (ArtifactNotReady, FileNotFoundError, ValueError) as exc:
+            raise VersionNotFound(f"--version {ref}: {exc}") from exc
     path = Path(ref).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -83,7 +98,8 @@ def load(ref: str, *, home: Path | str | None = None, dtype: Any = None) -> Load
 
     directory = resolve_version(ref, home=home)
     version = read_model_version(directory) if (directory / MODELVERSION_FILE).is_file() else None
-    family = version.spec.base_model.family if version else None
+    base_model = version.spec.base_model if version else _published_base_model(directory)
+    family = base_model.family if base_model else None
     model_id = f"{version.spec.model}@{version.spec.version}" if version else directory.name
     dtype = dtype or (torch.bfloat16 if torch.cuda.is_available() else torch.float32)
 
@@ -92,12 +108,12 @@ def load(ref: str, *, home: Path | str | None = None, dtype: Any = None) -> Load
         log.info("loading model from %s", weights)
         model = AutoModelForCausalLM.from_pretrained(weights, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(weights)
-    elif version is not None and (directory / "adapter").is_dir():
-        model, tokenizer = _load_adapter(version, directory / "adapter", dtype, home)
+    elif base_model is not None and (directory / "adapter").is_dir():
+        model, tokenizer = _load_adapter(base_model, directory / "adapter", dtype, home)
     else:
         raise VersionNotFound(
             f"{directory}: nothing to serve: expected config.json (a model), merged/config.json, or "
-            f"{MODELVERSION_FILE} + adapter/")
+            f"{MODELVERSION_FILE} (or {PUBLISHED_JOB_FILE}) + adapter/")
     if family:
         from tuneops.runtime.models import prepare_tokenizer
 
@@ -110,17 +126,35 @@ def load(ref: str, *, home: Path | str | None = None, dtype: Any = None) -> Load
     return LoadedModel(model, tokenizer, model_id, family, directory)
 
 
-def _load_adapter(version: Any, adapter_dir: Path, dtype: Any, home: Path | str | None) -> tuple[Any, Any]:
+def _published_base_model(directory: Path) -> Any:
+    """The base model of a pod-published folder: the FineTuneJob in job.yaml (no ModelVersion there)."""
+    file = directory / PUBLISHED_JOB_FILE
+    if not file.is_file():
+        return None
+    import yaml
+
+    from tuneops.api import FineTuneJob, InvalidResource, parse_resource
+
+    try:
+        resource = parse_resource(yaml.safe_load(file.read_text()))
+    except InvalidResource as exc:
+        raise VersionNotFound(f"{file}: " + "; ".join(str(e) for e in exc.errors)) from exc
+    if not isinstance(resource, FineTuneJob):
+        raise VersionNotFound(f"{file}: expected kind FineTuneJob, got {resource.kind}")
+    return resource.spec.base_model
+
+
+def _load_adapter(base_model: Any, adapter_dir: Path, dtype: Any, home: Path | str | None) -> tuple[Any, Any]:
     from peft import PeftModel
     from transformers import AutoTokenizer
 
     from tuneops.runtime.models import load_model, load_tokenizer
 
-    log.info("loading base %s + adapter %s", version.spec.base_model.family, adapter_dir)
-    base = load_model(version.spec.base_model, dtype=dtype, home=home)
+    log.info("loading base %s + adapter %s", base_model.family, adapter_dir)
+    base = load_model(base_model, dtype=dtype, home=home)
     # Merging once at load makes every forward pass as cheap as the base model's.
     model = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
     has_tokenizer = any((adapter_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir) if has_tokenizer else load_tokenizer(
-        version.spec.base_model, home=home)
+        base_model, home=home)
     return model, tokenizer
