@@ -34,6 +34,8 @@ def test_run_registers_a_model_version(tiny_llama_dir, tmp_path, capsys):
     assert len(versions) == 1
     mv = yaml.safe_load(versions[0].read_text())
     assert mv["kind"] == "ModelVersion"
+    # The drift reference `tuneops serve` reads, from the training prompts (embeddings included).
+    assert "centroid" in json.loads((versions[0].parent / "drift_profile.json").read_text())["embedding"]
     run_dir = tmp_path / "home" / "runs" / doc["metadata"]["name"]
     assert (run_dir / "merged").is_dir() and (run_dir / "eval").is_dir()
     assert (tmp_path / "home" / "mlflow.db").is_file()  # the embedded MLflow store
