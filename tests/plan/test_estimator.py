@@ -123,8 +123,18 @@ def test_gradient_checkpointing_and_dropout_change_activations_only():
     assert ckpt.activations_gib < full.activations_gib / 5
     assert ckpt.weights_gib == full.weights_gib and ckpt.logits_gib == full.logits_gib
     assert estimate(LLAMA8, replace(s, lora_dropout=0.1)).activations_gib > full.activations_gib
-    # The logits of a 128k vocabulary dominate at 8k tokens: 14 bytes per vocab entry per token on GPUs.
-    assert full.logits_gib == pytest.approx(8192 * 128256 * 14 / GIB, rel=0.01)
+    # TRL's fused head: two bf16 [4096 x 32768] tiles, however many tokens and however large the vocabulary.
+    assert full.logits_gib == pytest.approx(2 * 4096 * 32768 * 2 / GIB, rel=0.01)
+
+
+def test_cpu_head_materialises_labelled_logits_up_to_its_budget():
+    smol = BUILTIN["SmolLM2-135M"]
+    s = Setup(method="lora", device="cpu", batch_size=4, seq_len=100, label_tokens=80)
+    assert estimate(smol, s).logits_gib == pytest.approx(12 * 80 * 49152 / GIB, abs=0.01)
+    assert estimate(smol, replace(s, label_tokens=None)).logits_gib == pytest.approx(12 * 400 * 49152 / GIB, abs=0.01)
+    # over the 1 GiB budget the tiled head runs (fp32 tiles on CPU)
+    big = replace(s, seq_len=1000, label_tokens=None)
+    assert estimate(smol, big).logits_gib == pytest.approx(2 * 4000 * 32768 * 4 / GIB, abs=0.01)
 
 
 def test_cpu_estimates_are_fp32_without_cuda_overhead():

@@ -14,7 +14,8 @@ What tuneops' trainer actually does decides the byte counts (tuneops.runtime.tra
   attention output 2*q_dim, k and v 2*kv_dim, MLP gate/up/silu/product 4*I; LoRA dropout > 0 adds a dropped
   copy (plus a 1-byte mask) of each adapted module's input; gradient checkpointing keeps only each layer's
   input (h) and recomputes one layer at a time; memory-efficient attention (sdpa/flash) saves no s^2 scores;
-- logits: the head's output, its fp32 copy and log-softmax, and the gradient (bytes per vocab entry per token).
+- LM head: TRL's fused head never materialises the logits (it scores 4096 x 32768 tiles); on CPU tuneops'
+  head keeps fp32 logits, log-softmax and gradient of the labelled positions (12 bytes x labels x vocab).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class Setup:
     fsdp_cpu_offload: bool = False
     packing: bool = False                      # rows of seq_len tokens; else padding-free: one flat row
     eager_attention: bool = False              # attention scores materialised (no sdpa/flash kernel)
+    label_tokens: int | None = None            # labelled (completion) tokens per micro-batch; None = all
 
     @property
     def tokens(self) -> int:
@@ -150,10 +152,22 @@ def attention_score_bytes(arch: Architecture, s: Setup) -> float:
     return 2.0 * layers * arch.num_attention_heads * rows * length * length * act
 
 
-def logits_bytes_per_token(arch: Architecture, s: Setup) -> float:
-    # cuda: bf16 logits (2) + fp32 upcast (4) + log-softmax (4) + gradient (4); cpu: all fp32, no upcast copy
-    per_vocab = 14 if s.device == "cuda" else 12
-    return arch.vocab_size * per_vocab
+# TRL's fused LM head scores [4096 tokens x 32768 vocab] tiles and never materialises the logits.
+HEAD_TOKEN_TILE, HEAD_VOCAB_TILE = 4096, 32768
+# tuneops' CPU head (runtime/sft_speed.py) materialises fp32 logits, log-softmax and gradient of the labelled
+# positions only, up to this many bytes; above it, TRL's tiled head runs.
+CPU_COMPACT_LOGITS_BUDGET = 1 << 30
+
+
+def logits_bytes(arch: Architecture, s: Setup) -> float:
+    """The LM head's transient memory: tiles on GPUs; on CPU 12 bytes x labelled tokens x vocab when that
+    fits the compact-head budget (labels default to every token: an upper bound), else tiles."""
+    act = 2 if s.device == "cuda" else 4
+    tiles = 2.0 * min(s.tokens, HEAD_TOKEN_TILE) * min(arch.vocab_size, HEAD_VOCAB_TILE) * act
+    if s.device == "cuda":
+        return tiles
+    compact = 12.0 * (s.label_tokens or s.tokens) * arch.vocab_size
+    return compact if compact <= CPU_COMPACT_LOGITS_BUDGET else tiles
 
 
 def estimate(arch: Architecture, s: Setup) -> MemoryEstimate:
@@ -210,7 +224,7 @@ def estimate(arch: Architecture, s: Setup) -> MemoryEstimate:
             weights, trainable, grads, optim = unit, 0.0, 0.0, 0.0
 
     activations = activation_bytes_per_token(arch, s) * s.tokens + attention_score_bytes(arch, s)
-    logits = logits_bytes_per_token(arch, s) * s.tokens
+    logits = logits_bytes(arch, s)
     live = weights + trainable + grads + optim + activations + logits
     overhead = (CUDA_CONTEXT_GIB * GIB + CUDA_FRAGMENTATION * live) if s.device == "cuda" else 0.0
     return MemoryEstimate(
