@@ -57,6 +57,26 @@ def test_progress_role_grants_only_its_configmap():
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "sft-trainer", "namespace": "ml"}]
 
 
+def test_training_pods_run_as_the_service_account_the_spec_names():
+    ftj = finetunejob("sft")
+    ftj["spec"].setdefault("resources", {})["serviceAccountName"] = "bucket-reader"
+    spec = FineTuneJobSpec.model_validate(ftj["spec"])
+    objs = kids.children(ftj, spec, 1, _digest(ftj), SETTINGS)
+    kinds = [(o["kind"], o["metadata"]["name"]) for o in objs]
+    assert ("ServiceAccount", "sft-trainer") not in kinds  # the user's SA is theirs to create
+    pod_spec = next(o for o in objs if o["kind"] == "Job")["spec"]["template"]["spec"]
+    assert pod_spec["serviceAccountName"] == "bucket-reader"
+    binding = next(o for o in objs if o["kind"] == "RoleBinding")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "bucket-reader", "namespace": "ml"}]
+    # Unset: the operator's own SA, bound the same way.
+    ftj["spec"]["resources"].pop("serviceAccountName")
+    spec = FineTuneJobSpec.model_validate(ftj["spec"])
+    objs = kids.children(ftj, spec, 1, _digest(ftj), SETTINGS)
+    assert next(o for o in objs if o["kind"] == "Job")["spec"]["template"]["spec"]["serviceAccountName"] == \
+        "sft-trainer"
+    assert next(o for o in objs if o["kind"] == "RoleBinding")["subjects"][0]["name"] == "sft-trainer"
+
+
 def test_spec_configmap_holds_the_validated_spec_with_defaults():
     ftj = finetunejob("sft")
     cm = kids.spec_configmap(ftj, FineTuneJobSpec.model_validate(ftj["spec"]), 2)

@@ -202,7 +202,24 @@ def test_autoscaling_hpa_follows_the_active_slot():
     assert plan.hpa["spec"]["scaleTargetRef"]["name"] == "bot-green"
     assert _deps(plan) == {"green": ("bot-v2", None), "blue": ("bot-v1", 5)}
     md["spec"]["autoscaling"]["metric"] = {"type": "concurrency", "target": 8}
-    assert _plan(md, slots).hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == "tuneops_inflight_requests"
+    assert _plan(md, slots).hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == "tuneops_requests_in_flight"
+    md["spec"]["autoscaling"]["metric"] = {"type": "requestsPerSecond", "target": 20}
+    assert _plan(md, slots).hpa["spec"]["metrics"][0]["pods"] == {
+        "metric": {"name": "tuneops_http_requests_per_second"}, "target": {"type": "AverageValue", "averageValue": "20.0"}}
+
+
+def test_hpa_pod_metrics_derive_from_what_the_builtin_server_exports():
+    """The in-flight gauge is served as is; requests/s is the adapter's rate() of the `_total` counter."""
+    from tuneops.operator.md_children import POD_METRICS
+    from tuneops.runtime.serve.metrics import ServeMetrics
+
+    metrics = ServeMetrics()
+    metrics.http_requests.labels(route="/generate", code="200").inc()
+    exported = {line.split("{")[0].split(" ")[0] for line in metrics.render().decode().splitlines()
+                if line and not line.startswith("#")}
+    assert POD_METRICS["concurrency"] in exported
+    per_second = POD_METRICS["requestsPerSecond"]
+    assert per_second.endswith("_per_second") and per_second.removesuffix("_per_second") + "_total" in exported
 
 
 class World:

@@ -3,7 +3,7 @@
 One training "revision" (a spec hash) runs as one batch/v1 Job `<name>-r<k>`; a spec edit of an unfinished job
 starts revision k+1, which resumes from the newest checkpoint. Children per job:
 
-    <name>-trainer          ServiceAccount the pods run as
+    <name>-trainer          ServiceAccount the pods run as (unless spec.resources.serviceAccountName names one)
     <name>-progress         ConfigMap the trainer patches with progress JSON (data.progress)
     <name>-progress         Role + RoleBinding: get/patch on exactly that ConfigMap (resourceNames)
     <name>-r<k>-spec        ConfigMap holding the validated spec as job.yaml
@@ -93,13 +93,21 @@ def progress_role(ftj: dict[str, Any]) -> dict[str, Any]:
     return owned(role, ftj)
 
 
-def progress_role_binding(ftj: dict[str, Any]) -> dict[str, Any]:
+def trainer_service_account(ftj: dict[str, Any], spec: FineTuneJobSpec) -> str:
+    """spec.resources.serviceAccountName when set (e.g. bound to a cloud IAM role for the buckets), else the
+    `<job>-trainer` SA the operator creates."""
+    return spec.resources.service_account_name or service_account_name(ftj["metadata"]["name"])
+
+
+def progress_role_binding(ftj: dict[str, Any], spec: FineTuneJobSpec | None = None) -> dict[str, Any]:
+    """Binds the progress Role to the SA the training pods run as (the user's, when the spec names one)."""
     name = ftj["metadata"]["name"]
+    subject = trainer_service_account(ftj, spec) if spec is not None else service_account_name(name)
     binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
                "metadata": _meta(ftj, progress_configmap_name(name), "progress"),
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
                            "name": progress_configmap_name(name)},
-               "subjects": [{"kind": "ServiceAccount", "name": service_account_name(name),
+               "subjects": [{"kind": "ServiceAccount", "name": subject,
                              "namespace": ftj["metadata"]["namespace"]}]}
     return owned(binding, ftj)
 
@@ -216,7 +224,7 @@ def training_job(ftj: dict[str, Any], spec: FineTuneJobSpec, revision: int, dige
         container["resources"] = resources
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",  # required by podFailurePolicy; the Job controller makes new pods
-        "serviceAccountName": service_account_name(name),
+        "serviceAccountName": trainer_service_account(ftj, spec),
         "containers": [container],
         "volumes": volumes,
     }
@@ -244,8 +252,10 @@ def training_job(ftj: dict[str, Any], spec: FineTuneJobSpec, revision: int, dige
 def children(ftj: dict[str, Any], spec: FineTuneJobSpec, revision: int, digest: str,
              settings: OperatorSettings) -> list[dict[str, Any]]:
     """Everything one revision needs, in creation order (the Job last, once what it mounts exists)."""
-    objs = [service_account(ftj), progress_configmap(ftj), progress_role(ftj), progress_role_binding(ftj),
+    objs = [progress_configmap(ftj), progress_role(ftj), progress_role_binding(ftj, spec),
             spec_configmap(ftj, spec, revision)]
+    if not spec.resources.service_account_name:  # the user's SA is theirs to create
+        objs.insert(0, service_account(ftj))
     if spec.distribution.nodes > 1:
         objs.append(headless_service(ftj, revision))
     objs.append(training_job(ftj, spec, revision, digest, settings))

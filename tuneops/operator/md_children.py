@@ -32,8 +32,10 @@ from .settings import OperatorSettings
 SLOTS = ("blue", "green")
 NO_SLOT = "none"  # a selector value no pod has: the active Service before anything is promoted
 HTTP_PORT = 80
-# Custom per-pod metrics for the HPA; a Prometheus adapter must expose them (see docs/dev/contracts.md).
-POD_METRICS = {"concurrency": "tuneops_inflight_requests", "requestsPerSecond": "tuneops_requests_per_second"}
+# Custom per-pod metrics for the HPA, as a prometheus-adapter serves them from what the builtin server exports:
+# the in-flight gauge as is, and rate(tuneops_http_requests_total[1m]) under the adapter's usual
+# `<name>_total` -> `<name>_per_second` naming (rules in docs/guides/bluegreen-tgi-hpa.md).
+POD_METRICS = {"concurrency": "tuneops_requests_in_flight", "requestsPerSecond": "tuneops_http_requests_per_second"}
 
 
 @dataclass(frozen=True)
