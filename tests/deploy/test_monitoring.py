@@ -61,7 +61,8 @@ def test_rules_shape(rules_objs):
     names = [a["alert"] for a in alerts]
     assert len(names) == len(set(names))
     assert {"TuneopsTrainingJobFailed", "TuneopsTrainingJobStuck", "TuneopsServingErrorRateHigh",
-            "TuneopsServingLatencySLO", "TuneopsDriftDetected", "TuneopsPromotionAborted"} <= set(names)
+            "TuneopsServingLatencySLO", "TuneopsDriftDetected", "TuneopsPromotionAborted",
+            "TuneopsRolledBack"} <= set(names)
     for a in alerts:
         assert set(a) <= {"alert", "expr", "for", "labels", "annotations", "keep_firing_for"}, a
         assert a["expr"].strip() and a["labels"]["severity"] in ("info", "warning", "critical")
@@ -102,6 +103,10 @@ tests:
         values: '0 0 1x28'
       - series: 'tuneops_modeldeployment_phase{{namespace="ml",name="bot",phase="Aborted"}}'
         values: '1x30'
+      - series: 'tuneops_modeldeployment_phase{{namespace="ml",name="bot",phase="RolledBack"}}'
+        values: '0 0 1x28'
+      - series: 'tuneops_modeldeployment_phase{{namespace="ml",name="calm",phase="RolledBack"}}'
+        values: '0x30'
       # Both Running; hung's step counter stopped at 5, busy's keeps moving.
       - series: 'tuneops_finetunejob_phase{{namespace="ml",name="hung",phase="Running"}}'
         values: '1x120'
@@ -141,6 +146,16 @@ tests:
             exp_annotations:
               summary: Promotion of ModelDeployment ml/bot aborted
               description: Traffic stayed on the previous version; status.message has the failed gate.
+      - eval_time: 1m
+        alertname: TuneopsRolledBack
+        exp_alerts: []
+      - eval_time: 5m
+        alertname: TuneopsRolledBack
+        exp_alerts:
+          - exp_labels: {{severity: warning, namespace: ml, name: bot}}
+            exp_annotations:
+              summary: ModelDeployment ml/bot rolled back after promotion
+              description: status.rollback names the failed check, the measured values and the Git write-back commit; see docs/rollback-writeback.md.
       - eval_time: 10m
         alertname: TuneopsEmbeddingDrift
         exp_alerts: []
