@@ -7,6 +7,10 @@ A processed row is a tuple: `(key, chars, line, roles, answer, normal)` where `l
 line to write, `roles` the first letters of its turns' roles (for statistics), `answer` the last turn when it
 looks like a JSON object (for the label distribution), `normal` the dedupe normal form when near dedupe
 needs it; or a `RowError`.
+
+For JSONL, `process_chunk` takes a whole line-aligned blob of the file and returns a compact `ChunkResult`
+(packed arrays, one blob of canonical lines, finished reject records): shipping bytes to and from workers
+instead of per-row tuples is what keeps the main process light.
 """
 
 from __future__ import annotations
