@@ -42,6 +42,28 @@ def load_documents(path: str | Path) -> Iterator[Document]:
             yield Document(f"{path}#{i}", body)
 
 
+def load_finetunejob(path: str | Path, name: str | None = None):
+    """The one FineTuneJob in a YAML file (or the one called `name`), parsed and validated.
+
+    Raises ValueError naming the file, the document and each invalid field, or how many jobs were found."""
+    from .api import InvalidResource, parse_resource
+
+    jobs = []
+    for doc in load_documents(path):
+        if not isinstance(doc.body, dict) or doc.body.get("kind") != "FineTuneJob":
+            continue
+        if name and (doc.body.get("metadata") or {}).get("name") != name:
+            continue
+        try:
+            jobs.append(parse_resource(doc.body))
+        except InvalidResource as exc:
+            raise ValueError("\n".join(f"{doc.source}: {e}" for e in exc.errors)) from exc
+    if len(jobs) != 1:
+        found = "no FineTuneJob" + (f" named {name}" if name else "") if not jobs else f"{len(jobs)} FineTuneJobs"
+        raise ValueError(f"{path}: expected exactly one FineTuneJob document, found {found}")
+    return jobs[0]
+
+
 class _KubeSafeDumper(yaml.SafeDumper):
     """Quotes strings that Go's YAML 1.1 parser (kubectl, the apiserver) would read as booleans: PyYAML
     leaves `n` or `y` bare, Go reads them as false/true."""

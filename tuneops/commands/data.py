@@ -30,28 +30,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _load_job(path: str, name: str | None):
     import yaml
 
-    from tuneops.api import FineTuneJob, InvalidResource, parse_resource
-    from tuneops.manifests import load_documents
+    from tuneops.manifests import load_finetunejob
 
     try:
-        docs = list(load_documents(path))
+        return load_finetunejob(path, name)
     except (OSError, yaml.YAMLError) as exc:
         raise SystemExit(f"{path}: cannot read: {exc}") from None
-    jobs = []
-    for doc in docs:
-        if not isinstance(doc.body, dict) or doc.body.get("kind") != "FineTuneJob":
-            continue
-        try:
-            jobs.append(parse_resource(doc.body))
-        except InvalidResource as exc:
-            raise SystemExit("\n".join(f"{doc.source}: {err}" for err in exc.errors)) from None
-    if name:
-        jobs = [j for j in jobs if j.metadata.name == name]
-    if len(jobs) != 1:
-        found = "no FineTuneJob" if not jobs else f"{len(jobs)} FineTuneJobs (pick one with --job NAME)"
-        raise SystemExit(f"{path}: {found}" + (f" named {name}" if name and not jobs else ""))
-    job: FineTuneJob = jobs[0]
-    return job
+    except ValueError as exc:
+        hint = " (pick one with --job NAME)" if "FineTuneJobs" in str(exc) else ""
+        raise SystemExit(f"{exc}{hint}") from None
 
 
 def _tokenizer(choice: str, job):

@@ -23,24 +23,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_plan)
 
 
-def load_job(path: str):
-    from tuneops.api import InvalidResource, parse_resource
-    from tuneops.manifests import load_documents
-
-    docs = [d for d in load_documents(path) if isinstance(d.body, dict) and d.body.get("kind") == "FineTuneJob"]
-    if len(docs) != 1:
-        raise ValueError(f"{path}: expected exactly one FineTuneJob document, found {len(docs)}")
-    try:
-        return parse_resource(docs[0].body)
-    except InvalidResource as exc:
-        raise ValueError("\n".join(f"{docs[0].source}: {e}" for e in exc.errors)) from exc
-
-
 def cmd_plan(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     try:
-        job = load_job(args.file)
+        from tuneops.manifests import load_finetunejob
+
+        job = load_finetunejob(args.file)
     except (OSError, ValueError) as exc:
         print(exc, file=sys.stderr)
         return 2

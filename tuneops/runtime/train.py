@@ -325,16 +325,9 @@ def _fit(job, layout, data, tokenizer, train_set, eval_set, tracker, progress, r
 # The pod entry point.
 
 def load_job(path: Path) -> FineTuneJob:
-    from tuneops.api import InvalidResource, parse_resource
-    from tuneops.manifests import load_documents
+    from tuneops.manifests import load_finetunejob
 
-    docs = [d for d in load_documents(path) if isinstance(d.body, dict) and d.body.get("kind") == "FineTuneJob"]
-    if len(docs) != 1:
-        raise ValueError(f"{path}: expected exactly one FineTuneJob document, found {len(docs)}")
-    try:
-        return parse_resource(docs[0].body)
-    except InvalidResource as exc:
-        raise ValueError("\n".join(f"{docs[0].source}: {e}" for e in exc.errors)) from exc
+    return load_finetunejob(path)
 
 
 def output_uri(job: FineTuneJob) -> str | None:
