@@ -126,6 +126,15 @@ def run_datasets_map(src: Path, out: Path) -> dict:
     return {"read": len(ds), "kept": len(kept)}
 
 
+def own_peak_rss_kib() -> int:
+    # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across fork + exec, so this process would report the bench
+    # parent's resident size whenever that is larger than its own peak.
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def worker(name: str, src: Path, out: Path) -> None:
     fn = {"tuneops": run_tuneops, "datasets.map": run_datasets_map}[name]
     start = time.perf_counter()
@@ -134,7 +143,7 @@ def worker(name: str, src: Path, out: Path) -> None:
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime  # includes worker processes
     print(json.dumps({"name": name, "seconds": seconds, "cpu_seconds": cpu,
-                      "main_cpu_seconds": me.ru_utime + me.ru_stime, "peak_rss_mib": me.ru_maxrss / 1024,
+                      "main_cpu_seconds": me.ru_utime + me.ru_stime, "peak_rss_mib": own_peak_rss_kib() / 1024,
                       "worker_peak_rss_mib": kids.ru_maxrss / 1024, "counts": counts}))
 
 

@@ -55,7 +55,7 @@ def test_getting_started_page_runs(tmp_path):
         # The commands ran the copy's code from the virtual environment that `scripts/setup` installed into.
         where = subprocess.run(["tuneops", "version"], env=env, cwd=tmp_path, capture_output=True, text=True)
         assert where.returncode == 0, where.stderr
-        origin = subprocess.run(["python", "-c", "import tuneops; print(tuneops.__file__)"], env=env,
+        origin = subprocess.run(["python", "-I", "-c", "import tuneops; print(tuneops.__file__)"], env=env,
                                 cwd=tmp_path, capture_output=True, text=True)
         assert origin.stdout.strip().startswith(str(work)), origin.stdout + origin.stderr
     finally:

@@ -4,7 +4,7 @@ the estimator's CPU prediction for the exact same config as one JSON line.
     python -m tests.plan.rss_probe '{"method": "lora", "gradientCheckpointing": false}' RUN_DIR
 
 Baseline = resident memory after the ML stack is imported, the data prepared and the tokenizer loaded (what
-`tuneops.planning.planner.CPU_BASELINE_GIB` covers); peak = ru_maxrss at the end. Growth = peak - baseline is
+`tuneops.planning.planner.CPU_BASELINE_GIB` covers); peak = VmHWM at the end. Growth = peak - baseline is
 what the estimator predicts: weights, adapter, gradients, optimizer states, activations, logits.
 """
 
@@ -21,6 +21,15 @@ from pathlib import Path
 def rss_bytes() -> int:
     with open("/proc/self/statm") as handle:
         return int(handle.read().split()[1]) * resource.getpagesize()
+
+
+def peak_rss_bytes() -> int:
+    # VmHWM is this process image's own high-water mark. Not ru_maxrss: Linux keeps that across fork + exec,
+    # so a probe started from a large pytest process would report the parent's resident size as its peak.
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024  # kB
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def main(config: dict, run_dir: Path) -> dict:
@@ -78,7 +87,7 @@ def main(config: dict, run_dir: Path) -> dict:
     started = time.perf_counter()
     result = train(job, run_dir=run_dir, data=data, tracking=None, home=home, disable_tqdm=True)
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    peak = peak_rss_bytes()
 
     model_dir = resolve_model_dir(job.spec.base_model, home=home)
     arch = from_config(json.loads((model_dir / "config.json").read_text()), name="SmolLM2-135M")
