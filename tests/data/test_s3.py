@@ -7,12 +7,13 @@ import json
 
 import pytest
 
+from tests.support.s3 import local_s3
 from tuneops.runtime.data import DataError, prepare_dataset
 
 from .conftest import chat, kept_rows, make_spec, read_jsonl
 
 pytest.importorskip("s3fs")
-moto_server = pytest.importorskip("moto.server")
+pytest.importorskip("moto.server")
 
 ROWS = [chat(f"question {i}", f"answer {i}") for i in range(30)]
 
@@ -20,26 +21,10 @@ ROWS = [chat(f"question {i}", f"answer {i}") for i in range(30)]
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     """A moto S3 server on a free local port; the AWS_* variables point botocore/s3fs at it."""
-    import boto3
-    import s3fs
-
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL_S3": endpoint}
     mp = pytest.MonkeyPatch()
-    for key, value in env.items():
-        mp.setenv(key, value)
-    mp.delenv("AWS_PROFILE", raising=False)
-    s3fs.S3FileSystem.clear_instance_cache()
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-    client.create_bucket(Bucket="datasets")
-    yield client
-    s3fs.S3FileSystem.clear_instance_cache()
+    with local_s3(mp, "datasets") as (client, _):
+        yield client
     mp.undo()
-    server.stop()
 
 
 def put_jsonl(client, key: str, rows: list, compress: bool = False) -> None:

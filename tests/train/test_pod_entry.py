@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from tests.support.s3 import local_s3
 from tests.train.helpers import tiny_job, write_job
 from tuneops.runtime import checkpoints as ckpt
 from tuneops.runtime import remote_artifacts, train
@@ -16,27 +17,8 @@ from tuneops.runtime.progress import termination_message
 @pytest.fixture
 def s3(monkeypatch):
     """A bucket on a moto server on loopback; fsspec/boto3 point at it through the environment."""
-    moto_server = pytest.importorskip("moto.server")
-    pytest.importorskip("s3fs")
-    import boto3
-    import fsspec
-
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_S3": endpoint,
-                       "AWS_ENDPOINT_URL": endpoint}.items():
-        monkeypatch.setenv(key, value)
-    client = boto3.client("s3", endpoint_url=endpoint)
-    client.create_bucket(Bucket="models")
-    fsspec.config.conf["s3"] = {"endpoint_url": endpoint}
-    try:
+    with local_s3(monkeypatch, "models") as (client, _):
         yield client
-    finally:
-        fsspec.config.conf.pop("s3", None)
-        server.stop()
 
 
 def test_publish_uploads_the_marker_last_is_idempotent_and_fetch_caches(tmp_path):

@@ -8,6 +8,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
+from tests.support.s3 import local_s3
 from tuneops.runtime import checkpoints as ckpt
 from tuneops.runtime.progress import (
     TERMINATION_LIMIT, ConfigMapPatcher, ProgressReporter, contract_metrics, termination_message, write_result,
@@ -59,32 +60,11 @@ def test_remote_mirror_uploads_marker_last_and_restores(tmp_path):
 
 
 def test_remote_mirror_on_s3(tmp_path, monkeypatch):
-    moto_server = pytest.importorskip("moto.server")
-    pytest.importorskip("s3fs")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_S3": endpoint,
-                           "AWS_ENDPOINT_URL": endpoint}.items():
-            monkeypatch.setenv(key, value)
-        import boto3
-
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="ckpt")
-        import fsspec
-
-        fsspec.config.conf["s3"] = {"endpoint_url": endpoint}
-        try:
-            remote = ckpt.RemoteCheckpoints("s3://ckpt/runs", "job-b")
-            remote.push(make_checkpoint(tmp_path / "local", 7), keep=3)
-            restored = remote.pull_latest(tmp_path / "restored")
-        finally:
-            fsspec.config.conf.pop("s3", None)
-        assert restored.name == "checkpoint-7" and (restored / "adapter_model.safetensors").read_bytes() == b"w" * 10
-    finally:
-        server.stop()
+    with local_s3(monkeypatch, "ckpt"):
+        remote = ckpt.RemoteCheckpoints("s3://ckpt/runs", "job-b")
+        remote.push(make_checkpoint(tmp_path / "local", 7), keep=3)
+        restored = remote.pull_latest(tmp_path / "restored")
+    assert restored.name == "checkpoint-7" and (restored / "adapter_model.safetensors").read_bytes() == b"w" * 10
 
 
 def test_progress_json_follows_the_contract(tmp_path):
