@@ -67,5 +67,9 @@ def get_json(kube, *args, namespace: str | None = None):  # noqa: F811
     return json.loads(res.stdout) if res.returncode == 0 else None
 
 
+def ftj_status(kube, ns: str, name: str) -> dict:  # noqa: F811
+    return (get_json(kube, "ftj", name, namespace=ns) or {}).get("status") or {}
+
+
 def wait(what: str, predicate, timeout: float = 60, interval: float = 0.3):
     return wait_for(what, predicate, timeout, interval)

@@ -106,3 +106,11 @@ def deployment(md_name: str, slot: str, version: str, replicas: int, ready: int,
             "spec": {"replicas": replicas},
             "status": {"observedGeneration": observed, "readyReplicas": ready, "updatedReplicas": ready,
                        "replicas": replicas}}
+
+
+def finetunejob_json(name: str, ns: str, **spec_changes) -> str:
+    """The embedded-default example as a FineTuneJob `name` in `ns`, with top-level spec fields replaced."""
+    doc = example("smollm2-lora.yaml")
+    doc["metadata"] = {"name": name, "namespace": ns}
+    doc["spec"].update(copy.deepcopy(spec_changes))
+    return json.dumps(doc)

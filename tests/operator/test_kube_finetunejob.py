@@ -7,13 +7,12 @@ the real Job controller then completes or fails the Job. The progress ConfigMap 
 
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest
 
-from tests.operator.conftest import get_json, wait
-from tests.operator.factories import example
+from tests.operator.conftest import ftj_status, get_json, wait
+from tests.operator.factories import finetunejob_json
 
 pytestmark = pytest.mark.kube
 
@@ -25,17 +24,6 @@ RESULT = {"phase": "Succeeded", "adapterUri": "s3://models/ml/sft/adapter", "mer
                          "primaryMetric": "loss", "score": 0.91}}
 
 
-def _ftj(name: str, ns: str, **spec_changes) -> str:
-    doc = example("smollm2-lora.yaml")
-    doc["metadata"] = {"name": name, "namespace": ns}
-    doc["spec"].update(copy.deepcopy(spec_changes))
-    return json.dumps(doc)
-
-
-def _status(kube, ns, name):
-    return (get_json(kube, "ftj", name, namespace=ns) or {}).get("status") or {}
-
-
 def _running_pod(kube, ns, job):
     pods = get_json(kube, "pods", "-l", f"job-name={job}", namespace=ns)["items"]
     return next((p for p in pods if p["status"].get("phase") == "Running"), None)
@@ -43,7 +31,7 @@ def _running_pod(kube, ns, job):
 
 def test_job_created_with_expected_spec_then_succeeds(ns, operator):
     kube = operator
-    kube.apply(_ftj("sft", ns), namespace=ns)
+    kube.apply(finetunejob_json("sft", ns), namespace=ns)
     job = wait("Job sft-r1", lambda: get_json(kube, "job", "sft-r1", namespace=ns))
     ftj = get_json(kube, "ftj", "sft", namespace=ns)
     assert job["metadata"]["ownerReferences"][0]["uid"] == ftj["metadata"]["uid"]
@@ -67,21 +55,21 @@ def test_job_created_with_expected_spec_then_succeeds(ns, operator):
                         check=False).stdout.strip() == "no"
 
     pod = wait("training pod Running", lambda: _running_pod(kube, ns, "sft-r1"))
-    wait("phase Running", lambda: _status(kube, ns, "sft").get("phase") == "Running")
+    wait("phase Running", lambda: ftj_status(kube, ns, "sft").get("phase") == "Running")
     progress = {"phase": "Running", "step": 4, "totalSteps": 10, "epoch": 0.4,
                 "metrics": {"loss": 1.25, "learningRate": 0.0002}, "mlflowRunId": "0123abcd",
                 "lastCheckpoint": "/output/sft/checkpoints/checkpoint-4", "updated": "2026-11-25T09:00:00Z"}
     kube.kubectl("patch", "configmap", "sft-progress", "-n", ns, "--type=merge",
                  "-p", json.dumps({"data": {"progress": json.dumps(progress)}}))
-    wait("progress copied", lambda: (_status(kube, ns, "sft").get("progress") or {}).get("summary") == "40% (4/10)")
+    wait("progress copied", lambda: (ftj_status(kube, ns, "sft").get("progress") or {}).get("summary") == "40% (4/10)")
     row = kube.kubectl("get", "ftj", "sft", "-n", ns, "--no-headers").stdout.split()
     assert row[:6] == ["sft", "Running", "smollm2", "lora", "40%", "(4/10)"] and row[6] == "1.25"
-    st = _status(kube, ns, "sft")
+    st = ftj_status(kube, ns, "sft")
     assert st["mlflow"]["runId"] == "0123abcd" and st["lastCheckpoint"].endswith("checkpoint-4")
     assert st["attempts"][0]["n"] == 1
 
     kube.finish_pod(pod["metadata"]["name"], ns, phase="Succeeded", message=json.dumps(RESULT))
-    st = wait("Succeeded", lambda: (s := _status(kube, ns, "sft")).get("phase") == "Succeeded" and s)
+    st = wait("Succeeded", lambda: (s := ftj_status(kube, ns, "sft")).get("phase") == "Succeeded" and s)
     assert st["modelVersion"] == "support-triage-v1"
     assert st["metrics"]["loss"] == 0.91 and st["datasetHash"] == RESULT["datasetHash"]
     conditions = {c["type"]: c for c in st["conditions"]}
@@ -104,11 +92,11 @@ def test_job_created_with_expected_spec_then_succeeds(ns, operator):
 
 def test_failure_reports_the_trainers_reason(ns, operator):
     kube = operator
-    kube.apply(_ftj("bad", ns, backoffLimit=0), namespace=ns)
+    kube.apply(finetunejob_json("bad", ns, backoffLimit=0), namespace=ns)
     pod = wait("training pod Running", lambda: _running_pod(kube, ns, "bad-r1"))
     result = {"phase": "Failed", "reason": "TooManyRejectedRows", "message": "12.0% of rows rejected > 5.0%"}
     kube.finish_pod(pod["metadata"]["name"], ns, phase="Failed", exit_code=2, message=json.dumps(result))
-    st = wait("Failed", lambda: (s := _status(kube, ns, "bad")).get("phase") == "Failed" and s)
+    st = wait("Failed", lambda: (s := ftj_status(kube, ns, "bad")).get("phase") == "Failed" and s)
     assert st["message"] == "TooManyRejectedRows: 12.0% of rows rejected > 5.0%"
     failed = next(c for c in st["conditions"] if c["type"] == "Failed")
     assert failed["reason"] == "TooManyRejectedRows"
@@ -118,7 +106,7 @@ def test_failure_reports_the_trainers_reason(ns, operator):
 
 def test_spec_edit_restarts_as_a_new_revision(ns, operator):
     kube = operator
-    kube.apply(_ftj("edit", ns), namespace=ns)
+    kube.apply(finetunejob_json("edit", ns), namespace=ns)
     wait("training pod Running", lambda: _running_pod(kube, ns, "edit-r1"))
     kube.kubectl("patch", "ftj", "edit", "-n", ns, "--type=merge", "-p",
                  json.dumps({"spec": {"training": {"learningRate": 0.0001}}}))
@@ -128,7 +116,7 @@ def test_spec_edit_restarts_as_a_new_revision(ns, operator):
     cm = get_json(kube, "configmap", "edit-r2-spec", namespace=ns)
     assert "learningRate: 0.0001" in cm["data"]["job.yaml"]
     st = wait("attempt 1 ended SpecChanged",
-              lambda: (s := _status(kube, ns, "edit")).get("attempts") and s["attempts"][0].get("reason") == "SpecChanged" and s)
+              lambda: (s := ftj_status(kube, ns, "edit")).get("attempts") and s["attempts"][0].get("reason") == "SpecChanged" and s)
     assert st["trainingJob"] == "edit-r2"
     ftj = get_json(kube, "ftj", "edit", namespace=ns)
     assert st["observedGeneration"] == ftj["metadata"]["generation"] == 2

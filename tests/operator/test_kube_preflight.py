@@ -4,37 +4,24 @@ status.plan and its Job."""
 
 from __future__ import annotations
 
-import copy
-import json
 import time
 
 import pytest
 
-from tests.operator.conftest import get_json, wait
-from tests.operator.factories import example
+from tests.operator.conftest import ftj_status, get_json, wait
+from tests.operator.factories import finetunejob_json
 
 pytestmark = pytest.mark.kube
-
-
-def _ftj(name: str, ns: str, **spec_changes) -> str:
-    doc = example("smollm2-lora.yaml")
-    doc["metadata"] = {"name": name, "namespace": ns}
-    doc["spec"].update(copy.deepcopy(spec_changes))
-    return json.dumps(doc)
-
-
-def _status(kube, ns, name):
-    return (get_json(kube, "ftj", name, namespace=ns) or {}).get("status") or {}
 
 
 def test_over_memory_job_fails_preflight_and_creates_no_job(ns, operator):
     kube = operator
     # 8B in bf16 is 15 GiB of weights alone: more than a T4 (14.5 GiB usable) holds.
-    too_big = _ftj("big", ns, baseModel={"family": "llama3", "source": {"hf": "meta-llama/Meta-Llama-3-8B-Instruct"}},
+    too_big = finetunejob_json("big", ns, baseModel={"family": "llama3", "source": {"hf": "meta-llama/Meta-Llama-3-8B-Instruct"}},
                    resources={"gpu": {"count": 1, "product": "Tesla-T4"}})
-    kube.apply(_ftj("ok", ns), namespace=ns)
+    kube.apply(finetunejob_json("ok", ns), namespace=ns)
     kube.apply(too_big, namespace=ns)
-    st = wait("big Failed", lambda: (s := _status(kube, ns, "big")).get("phase") == "Failed" and s)
+    st = wait("big Failed", lambda: (s := ftj_status(kube, ns, "big")).get("phase") == "Failed" and s)
     assert st["message"].startswith("PreflightFailed: memory: estimated")
     assert "14.5 GiB usable on resources.gpu.product Tesla-T4" in st["message"]
     assert "fits: 1 x L40S-48G with single" in st["message"]
@@ -49,7 +36,7 @@ def test_over_memory_job_fails_preflight_and_creates_no_job(ns, operator):
 
     # The passing job got its plan and its Job; the failing one never gets a Job, even after more reconciles.
     wait("Job ok-r1", lambda: get_json(kube, "job", "ok-r1", namespace=ns))
-    assert _status(kube, ns, "ok")["plan"]["ok"] is True
+    assert ftj_status(kube, ns, "ok")["plan"]["ok"] is True
     time.sleep(2)
     jobs = get_json(kube, "jobs", "-l", "tuneops.io/finetunejob=big", namespace=ns)["items"]
     assert jobs == [] and get_json(kube, "job", "big-r1", namespace=ns) is None
